@@ -1,0 +1,49 @@
+# paritylab: `make repro` builds every result, `make test` runs the tests.
+# Both create .venv and install the pinned dependencies first if needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup repro test test-all lint bench check ui clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch 2.13.0 CPU is installed first and alone so nothing pulls a CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	touch $@
+
+setup: $(STAMP) ## Create .venv and install pinned dependencies
+
+repro: $(STAMP) ## Run the whole pipeline (dvc repro)
+	$(BIN)/dvc repro
+
+test: $(STAMP) ## Run the test suite (fast; excludes slow tests)
+	$(BIN)/python -m pytest
+
+test-all: $(STAMP) ## Run every test, slow ones included
+	$(BIN)/python -m pytest -m ""
+
+lint: $(STAMP) ## Ruff
+	$(BIN)/ruff check .
+
+check: $(STAMP) ## Regression gate against the committed metrics
+	$(BIN)/python -m stages check
+
+bench: $(STAMP) ## Benchmark; writes bench/results.json
+	$(BIN)/python bench/run.py
+
+ui: $(STAMP) ## Open the MLflow UI on the local store (127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean: ## Remove the venv (outputs stay; dvc owns them)
+	rm -rf $(VENV)

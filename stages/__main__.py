@@ -1,0 +1,117 @@
+"""Command line of paritylab: ``python -m stages --help``.
+
+Each command imports its stage module only when run, so ``--help`` and the
+commands that need neither torch nor TensorFlow start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import import_module
+
+import click
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
+
+PARAMS = click.option(
+    "--params", "params_path", default="params.yaml", show_default=True,
+    type=click.Path(dir_okay=False), help="Parameters file.",
+)
+
+
+def _run(module: str, func: str = "main", /, **kwargs):
+    """Call stages.<module>.<func>; turn UserError into one line on stderr and exit 2."""
+    from stages.errors import UserError
+
+    try:
+        return import_module(f"stages.{module}").__dict__[func](**kwargs)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """paritylab: XOR gate and bit-parity experiments as a DVC pipeline tracked in MLflow.
+
+    The pipeline stages (generate, train, evaluate, report) are run by `dvc repro`;
+    the other commands are for looking at data, using models and guarding results.
+    """
+
+
+@cli.command()
+@PARAMS
+def generate(params_path: str) -> None:
+    """Generate every dataset (XOR gate, parity buckets) and data/manifest.json."""
+    _run("generate", params_path=params_path)
+
+
+@cli.command()
+@click.argument("variant")
+@PARAMS
+def train(variant: str, params_path: str) -> None:
+    """Train one variant and log it to MLflow (stage train@VARIANT)."""
+    _run("train", variant=variant, params_path=params_path)
+
+
+@cli.command()
+@click.argument("variant")
+@PARAMS
+def evaluate(variant: str, params_path: str) -> None:
+    """Evaluate one trained variant on its held-out buckets (stage evaluate@VARIANT)."""
+    _run("evaluate", variant=variant, params_path=params_path)
+
+
+@cli.command()
+@PARAMS
+def report(params_path: str) -> None:
+    """Build the tables, plots and report page under artifacts/report/."""
+    _run("report", params_path=params_path)
+
+
+@cli.command()
+@click.argument("bucket")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Print at most N rows.")
+@click.option("--data-dir", default="data", show_default=True, help="Dataset folder.")
+def data(bucket: str, limit: int | None, data_dir: str) -> None:
+    """Print a dataset bucket as CSV (length,bits,parity) on stdout."""
+    _run("datasets", "print_bucket", bucket=bucket, limit=limit, data_dir=data_dir)
+
+
+@cli.command()
+@PARAMS
+@click.option("--baseline", default="HEAD", show_default=True,
+              help="Git revision whose committed metrics are the baseline.")
+def check(params_path: str, baseline: str) -> None:
+    """Regression gate: compare current metrics with the committed baseline (exit 1 on regression)."""
+    _run("check", params_path=params_path, baseline=baseline)
+
+
+@cli.command()
+@click.option("--variant", required=True, help="Trained parity variant to use.")
+@click.argument("bits", nargs=-1)
+@PARAMS
+def predict(variant: str, bits: tuple[str, ...], params_path: str) -> None:
+    """Predict parity of bit strings (arguments, or stdin one per line): PARITY<TAB>P(1)."""
+    _run("predict", variant=variant, bits=bits, params_path=params_path)
+
+
+@cli.command()
+@click.argument("run_id")
+def rerun(run_id: str) -> None:
+    """Rerun an MLflow run exactly (same commit, params, data) and compare its metrics."""
+    _run("rerun", run_id=run_id)
+
+
+@cli.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
+@PARAMS
+def sweep(sweep_file: str, address: str | None, params_path: str) -> None:
+    """Run a grid or random search over params keys on Ray Tune, tracked in MLflow."""
+    _run("sweep", sweep_file=sweep_file, address=address, params_path=params_path)
+
+
+if __name__ == "__main__":
+    cli(prog_name="python -m stages")
