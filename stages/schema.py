@@ -26,6 +26,7 @@ PARITY_FAMILIES = (
     "gru",  # nn.GRU
     "keras_lstm",  # keras.layers.LSTM with masking (TensorFlow)
 )
+KERAS_PARITY = ("keras_lstm",)  # parity families built with Keras (the rest are torch)
 Device = Literal["auto", "cpu", "cuda", "mps"]
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -62,7 +63,7 @@ class Bucket(Strict):
 
 
 class Data(Strict):
-    seed: int = 20261122  # the data seed; changing it regenerates every dataset
+    seed: Annotated[int, Field(ge=0)] = 20261122  # the data seed; changing it regenerates every dataset
     # Safety limit on any sequence length: a typo like 10000000 would need gigabytes.
     max_len_limit: PosInt = 1_000_000
     buckets: dict[str, Bucket]  # name -> bucket; names are file names under data/
@@ -202,7 +203,7 @@ class Check(Strict):
 
 
 class Params(Strict):
-    seed: int = 0  # training seed for every variant
+    seed: Annotated[int, Field(ge=0)] = 0  # training seed for every variant
     device: Device = "auto"  # auto picks a GPU when one is visible
     # CPU threads for torch/TF. Fixed so results are bit-identical across machines
     # with the same CPU features; one thread is also fastest for these tiny models.

@@ -1,0 +1,34 @@
+"""Shared fixtures: a small data configuration and its generated data folder (seconds, not minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages.schema import Data
+
+# Small but shaped like params.yaml: short training data, a disjoint validation set,
+# held-out longer buckets, and one 10 x 100,000-bit bucket for the long-sequence paths.
+SMALL_BUCKETS = {
+    "train": {"count": 3000, "min_len": 1, "max_len": 20},
+    "val": {"count": 1000, "min_len": 1, "max_len": 20, "disjoint_from": "train"},
+    "len_50_100": {"count": 1000, "min_len": 50, "max_len": 100},
+    "len_100000": {"count": 10, "min_len": 100_000, "max_len": 100_000},
+}
+
+
+@pytest.fixture(scope="session")
+def small_data() -> Data:
+    """The ``data`` section of a tiny params file."""
+    return Data(seed=7, buckets=SMALL_BUCKETS)
+
+
+@pytest.fixture(scope="session")
+def data_dir(small_data: Data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data/ folder generated from ``small_data`` once per session; treat it as read-only."""
+    from stages.datasets import generate_all
+
+    out = tmp_path_factory.mktemp("gen") / "data"
+    generate_all(small_data, out)
+    return out

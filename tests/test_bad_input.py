@@ -1,0 +1,110 @@
+"""Bad input, table-driven: one clear line, exit status 2, and no output created or changed.
+
+Each case runs the real CLI in a scratch directory holding a valid small params file,
+a `data/` and an `artifacts/` folder; every file's sha256 is compared before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = yaml.safe_load((ROOT / "tests" / "params_small.yaml").read_text())
+
+
+def _set(path: str, value):
+    """A params mutation: set the dotted key `path` to `value` (None deletes the key)."""
+
+    def mutate(p: dict) -> dict:
+        *parents, last = path.split(".")
+        node = p
+        for key in parents:
+            node = node[key]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+        return p
+
+    return mutate
+
+
+# (id, params mutation or raw text, command args, stdin, words the error must contain)
+CASES = [
+    ("malformed_yaml", "seed: [1, 2\nvariants: {", ["train", "lstm"], None, ["malformed YAML", "line"]),
+    ("missing_params", "MISSING", ["train", "lstm"], None, ["file not found"]),
+    ("unknown_top_key", _set("epochs", 5), ["train", "lstm"], None, ["epochs", "unknown key", "allowed"]),
+    ("variant_key_typo", _set("variants.lstm.hiden_size", 8), ["train", "lstm"], None, ["variants.lstm.hiden_size", "allowed", "hidden_size"]),
+    ("wrong_type", _set("variants.lstm.hidden_size", "big"), ["train", "lstm"], None, ["variants.lstm.hidden_size", "'big'", "integer"]),
+    ("zero_count", _set("data.buckets.train.count", 0), ["generate"], None, ["data.buckets.train.count", "0", "greater than 0"]),
+    ("negative_count", _set("data.buckets.val.count", -5), ["generate"], None, ["data.buckets.val.count", "-5"]),
+    ("min_gt_max", _set("data.buckets.train.min_len", 30), ["generate"], None, ["min_len (30)", "max_len (8)"]),
+    ("hidden_zero", _set("variants.gru.hidden_size", 0), ["train", "gru"], None, ["variants.gru.hidden_size", "0"]),
+    ("lr_zero", _set("training.lr", 0), ["train", "lstm"], None, ["training.lr", "0", "greater than 0"]),
+    ("lr_negative_override", _set("variants.lstm.training", {"lr": -0.1}), ["train", "lstm"], None, ["variants.lstm.training.lr", "-0.1"]),
+    ("unknown_family", _set("variants.lstm.family", "transformer"), ["train", "lstm"], None, ["transformer", "allowed", "manual_lstm"]),
+    ("unknown_loss", _set("variants.xor_mlp_16_relu.loss", "hinge"), ["train", "xor_mlp_16_relu"], None, ["loss", "'hinge'", "'mse'"]),
+    ("unknown_optimizer", _set("training.optimizer", "rmsprop"), ["train", "lstm"], None, ["training.optimizer", "'rmsprop'", "'adam'"]),
+    ("unknown_activation", _set("variants.xor_mlp_16_relu.activation", "elu"), ["train", "xor_mlp_16_relu"], None, ["activation", "'elu'", "'relu'"]),
+    ("no_variants", _set("variants", {}), ["train", "lstm"], None, ["no variants"]),
+    ("cuda_without_gpu", _set("device", "cuda"), ["train", "lstm"], None, ["cuda", "no CUDA GPU", "cpu"]),
+    ("unknown_device", _set("device", "tpu"), ["train", "lstm"], None, ["device", "'tpu'", "'cuda'"]),
+    ("over_length_limit", _set("data.buckets.len_200.max_len", 5_000_000), ["generate"], None, ["len_200", "max_len_limit"]),
+    ("zero_threads", _set("threads", 0), ["train", "lstm"], None, ["threads", "0"]),
+    ("unknown_eval_bucket", _set("evaluate.buckets", ["len_50_100", "len_999"]), ["evaluate", "lstm"], None, ["len_999", "allowed"]),
+    ("unknown_variant", None, ["train", "lstm_big"], None, ["lstm_big", "allowed", "lstm"]),
+    ("predict_bad_chars", None, ["predict", "--variant", "lstm"], "0101\n01a1\n", ["line 2", "0 and 1"]),
+    ("predict_empty_line", None, ["predict", "--variant", "lstm"], "0101\n\n11\n", ["line 2", "empty"]),
+    ("predict_unknown_variant", None, ["predict", "--variant", "nope", "0101"], None, ["nope", "lstm"]),
+    ("rerun_unknown_run", None, ["rerun", "0123456789abcdef0123456789abcdef"], None, ["0123456789abcdef0123456789abcdef"]),
+]
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "mlflow" not in p.name and "__pycache__" not in p.parts
+    }
+
+
+@pytest.fixture()
+def scratch(tmp_path: Path) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL))
+    for rel in ("data/manifest.json", "data/train.npz", "artifacts/metrics/lstm.json", "artifacts/models/lstm/model.pt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"existing output " + rel.encode())
+    return tmp_path
+
+
+@pytest.mark.parametrize(("mutation", "args", "stdin", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(scratch: Path, mutation, args, stdin, words) -> None:
+    params = scratch / "params.yaml"
+    if mutation == "MISSING":
+        params.unlink()
+    elif isinstance(mutation, str):
+        params.write_text(mutation)
+    elif mutation is not None:
+        params.write_text(yaml.safe_dump(mutation(yaml.safe_load(params.read_text()))))
+    before = _tree_hashes(scratch)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "stages", *args], cwd=scratch, env=env,
+                          input=stdin or "", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr  # one line, no traceback
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert _tree_hashes(scratch) == before
+
+
+def test_at_least_twenty_cases() -> None:
+    assert len(CASES) >= 20

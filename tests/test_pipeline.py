@@ -1,0 +1,110 @@
+"""End to end: the real DVC pipeline on a tiny params file in a temporary repository.
+
+Covers issue 2's promises: a second `dvc repro` does nothing; changing one variant's
+setting reruns only that variant and the report; changing the data seed reruns
+everything; `dvc exp run -S` runs and `dvc exp show` lists its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = str(Path(sys.executable).with_name("dvc"))
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        # Each temporary repo has its own MLflow store, like a fresh clone would.
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db",
+    }
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh copy of the project with the small params, after one full `dvc repro`."""
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("stages", "models"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copy(ROOT / "tests" / "params_small.yaml", repo / "params.yaml")
+    sh("git", "init", "-q", cwd=repo)
+    sh("git", "config", "user.email", "ci@example.com", cwd=repo)
+    sh("git", "config", "user.name", "ci", cwd=repo)
+    sh(DVC, "init", "-q", cwd=repo)
+    sh(DVC, "config", "core.autostage", "true", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "init", cwd=repo)
+    first = sh(DVC, "repro", cwd=repo)
+    assert "train@lstm" in ran_stages(first.stdout)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "results", cwd=repo)
+    return repo
+
+
+def test_full_repro_writes_metrics(repo: Path) -> None:
+    metrics = json.loads((repo / "artifacts/metrics/lstm.json").read_text())
+    assert set(metrics["accuracy"]) == {"len_50_100", "len_200"}
+    xor = json.loads((repo / "artifacts/metrics/xor_mlp_16_relu.json").read_text())
+    assert {"median", "q1", "q3"} <= set(xor["epochs_to_100"])
+    assert (repo / "artifacts/report/index.md").exists()
+
+
+def test_second_repro_is_noop(repo: Path) -> None:
+    out = sh(DVC, "repro", cwd=repo).stdout
+    assert ran_stages(out) == set()
+    assert "up to date" in out.lower()
+
+
+def test_variant_change_reruns_only_that_variant(repo: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["variants"]["gru"]["hidden_size"] = 5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        out = sh(DVC, "repro", cwd=repo).stdout
+        assert ran_stages(out) == {"train@gru", "evaluate@gru", "report"}
+    finally:
+        sh("git", "checkout", "--", ".", cwd=repo)
+        sh(DVC, "checkout", "-q", cwd=repo, check=False)
+
+
+def test_data_seed_change_reruns_everything(repo: Path) -> None:
+    status = sh(DVC, "status", cwd=repo, check=False).stdout
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["seed"] = 8
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        out = sh(DVC, "repro", "--dry", cwd=repo).stdout
+        stages = ran_stages(out)
+        expected = {"generate", "report"} | {f"{s}@{v}" for s in ("train", "evaluate") for v in params["variants"]}
+        assert stages == expected, status
+    finally:
+        sh("git", "checkout", "--", ".", cwd=repo)
+
+
+def test_exp_run_and_show(repo: Path) -> None:
+    sh(DVC, "exp", "run", "-S", "variants.lstm.hidden_size=6", "-n", "lstm6", cwd=repo)
+    shown = json.loads(sh(DVC, "exp", "show", "--json", cwd=repo).stdout)
+    text = json.dumps(shown)
+    assert "lstm6" in text and "len_50_100" in text
