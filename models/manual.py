@@ -4,8 +4,9 @@ Both cells run a whole zero-padded batch at once. Finished sequences keep being
 stepped over their padding (that costs nothing extra: the batch is computed
 together anyway); each sequence's hidden state is read at its own last step.
 The input projection of every timestep is one matrix product before the time
-loop, so the loop itself does only the few operations of the recurrence: a
-Python loop of a million steps has to stay at a few microseconds a step.
+loop, so the loop itself does only the operations of the recurrence (3 for the
+RNN, about 10 for the LSTM, each ~1 us of dispatch on CPU): a million steps at
+batch 10 take about 4 s (RNN) and 12 s (LSTM) on one thread.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class ManualLSTM(nn.Module):
         c = x.new_zeros(batch, hs)
         # Split the one Linear over [x_t, h] into its x column and its h block, so the
         # x part of every step is a single product before the loop.
-        w_x, w_h = self.gates.weight[:, :1], self.gates.weight[:, 1:].t()
+        # contiguous() once here, so the product in the loop reads a plain (H, 4H) matrix.
+        w_x, w_h = self.gates.weight[:, :1], self.gates.weight[:, 1:].t().contiguous()
         finals, rows = [], []
         for start, stop in _chunks(batch, steps):
             # The x part of the gates for every step of the chunk, time-major: (chunk, B, 4H).

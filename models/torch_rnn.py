@@ -31,7 +31,7 @@ class PackedRecurrent(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """x: (B, T) bits as floats, zero-padded; lengths: (B,) int64 on CPU -> logits (B,)."""
-        window = max(256, WINDOW_POSITIONS // len(x))
+        window = max(16, WINDOW_POSITIONS // len(x))
         state = None
         for start in range(0, int(lengths.max()), window):
             state = self._window(x, lengths, start, window, state)

@@ -6,14 +6,18 @@ once per stage.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import psutil
+import yaml
 
 EXPS_DIR = "/.dvc/tmp/exps/"  # where `dvc exp run --temp/--queue` copies the workspace
 # Files that change during a normal `dvc repro` without changing what is computed:
@@ -32,11 +36,13 @@ def repo_root(cwd: str | Path | None = None) -> Path:
     by hand), the cwd decides: a path inside ``<root>/.dvc/tmp/exps/`` maps to ``<root>``,
     otherwise the nearest ancestor holding ``.dvc/``; failing that, the cwd itself.
     """
-    start = os.environ.get("DVC_ROOT") or str(cwd or os.getcwd())
-    start = os.path.abspath(start)
+    dvc_root = None if cwd else os.environ.get("DVC_ROOT")  # an explicit cwd is asked about itself
+    start = os.path.abspath(cwd or dvc_root or os.getcwd())
     if EXPS_DIR in start + "/":
         return Path((start + "/").split(EXPS_DIR, 1)[0])
     path = Path(start)
+    if dvc_root:
+        return path
     for candidate in (path, *path.parents):
         if (candidate / ".dvc").is_dir():
             return candidate
@@ -59,15 +65,34 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out.strip() if out else None
 
 
-def dirty_files(cwd: str | Path | None = None, params_file: str = "params.yaml") -> list[str]:
-    """Tracked files whose content differs from HEAD, other than DVC bookkeeping and params.
+def dvc_output_patterns(cwd: str | Path | None = None) -> list[str]:
+    """Glob patterns of every stage output in dvc.yaml (``${key}`` of a foreach -> ``*``)."""
+    try:
+        doc = yaml.safe_load((Path(cwd or ".") / "dvc.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    patterns = []
+    for stage in (doc.get("stages") or {}).values():
+        body = stage.get("do", stage) if isinstance(stage, dict) else {}
+        for kind in ("outs", "metrics", "plots"):
+            for entry in body.get(kind) or []:
+                path = entry if isinstance(entry, str) else next(iter(entry), "")
+                patterns.append(re.sub(r"\$\{[^}]*\}", "*", path).rstrip("/"))
+    return [p for p in patterns if p]
 
-    Untracked files are ignored (scratch files are not part of the code; DVC's outputs
-    are gitignored anyway), so are ``dvc.lock``, ``.gitignore`` files and ``params_file``.
+
+def dirty_files(cwd: str | Path | None = None, params_file: str = "params.yaml") -> list[str]:
+    """Tracked source files whose content differs from HEAD.
+
+    Not source, so left out: DVC's bookkeeping (``dvc.lock``, ``.gitignore`` files), the
+    params file (the resolved params are recorded with every run) and DVC's outputs
+    (metrics and plots with ``cache: false`` are tracked by git, and DVC deletes and
+    rewrites them during `dvc repro`). Untracked files are ignored too.
     """
     out = _git("status", "--porcelain=v1", "-z", "--untracked-files=no", cwd=cwd)
     if out is None:
         return []
+    outputs = dvc_output_patterns(cwd)
     files = []
     entries = iter(out.split("\0"))
     for entry in entries:
@@ -76,7 +101,9 @@ def dirty_files(cwd: str | Path | None = None, params_file: str = "params.yaml")
         if entry[0] in "RC":  # a rename or copy: the old path follows as its own entry
             next(entries, None)
         name = entry[3:]
-        if Path(name).name not in (*NOT_SOURCE, Path(params_file).name):
+        if Path(name).name in (*NOT_SOURCE, Path(params_file).name):
+            continue
+        if not any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name, p + "/*") for p in outputs):
             files.append(name)
     return files
 
@@ -120,15 +147,16 @@ def repro_id() -> str:
     return f"{me.pid}-{int(me.create_time())}"
 
 
-def provenance_tags(stage: str, variant: str, params_file: str = "params.yaml") -> dict[str, str]:
+def provenance_tags(dvc_stage: str) -> dict[str, str]:
     """Tags recording how this stage ran: git state, DVC stage and experiment, versions, command.
 
-    Keys have no prefix; the caller namespaces them. ``git.dirty`` counts only tracked
-    source files (see ``dirty_files``), listed in ``git.dirty_files``.
+    ``dvc_stage`` (``train@lstm``) is used unless DVC itself says (``DVC_STAGE``). Keys
+    have no prefix; the caller namespaces them. ``git.dirty`` counts only tracked source
+    files (see ``dirty_files``); they are listed in ``git.dirty_files``.
     """
     commit = git_commit() or "none"
-    dirty = dirty_files(params_file=params_file)
-    dvc_stage = os.environ.get("DVC_STAGE") or f"{stage}@{variant}"
+    dirty = dirty_files()
+    dvc_stage = os.environ.get("DVC_STAGE") or dvc_stage
     tags = {
         "git.commit": commit,
         "git.dirty": str(bool(dirty)).lower(),
@@ -139,13 +167,30 @@ def provenance_tags(stage: str, variant: str, params_file: str = "params.yaml") 
     }
     if dirty:
         tags["git.dirty_files"] = " ".join(dirty)[:5000]
-    for env, key in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev")):
-        if os.environ.get(env):
-            tags[key] = os.environ[env]
-    if os.environ.get("DVC_EXP_NAME"):  # the experiment's commit exists only once it has finished
-        tags["reproduce"] = f"dvc exp apply {os.environ['DVC_EXP_NAME']} && dvc repro {dvc_stage}"
+    if name := os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = name
+        # The experiment's own commit exists only once it has finished.
+        tags["reproduce"] = f"dvc exp apply {name} && dvc repro {dvc_stage}"
+    if base := os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc_exp_baseline_rev"] = base
     tags.update({f"version.{k}": v for k, v in package_versions().items()})
     return tags
+
+
+def params_doc_from_argv() -> dict[str, Any] | None:
+    """The params file this stage was started with (``--params PATH``, default params.yaml)."""
+    argv, name = sys.argv, "params.yaml"
+    for i, arg in enumerate(argv):
+        if arg == "--params" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--params="):
+            name = arg.removeprefix("--params=")
+    path = Path(name)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _argv() -> list[str]:

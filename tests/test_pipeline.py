@@ -85,22 +85,26 @@ def test_variant_change_reruns_only_that_variant(repo: Path) -> None:
         out = sh(DVC, "repro", cwd=repo).stdout
         assert ran_stages(out) == {"train@gru", "evaluate@gru", "report"}
     finally:
-        sh("git", "checkout", "--", ".", cwd=repo)
+        sh("git", "reset", "-q", "--hard", cwd=repo)  # autostage put the changes in the index
         sh(DVC, "checkout", "-q", cwd=repo, check=False)
 
 
 def test_data_seed_change_reruns_everything(repo: Path) -> None:
-    status = sh(DVC, "status", cwd=repo, check=False).stdout
+    """A new data seed regenerates the data, and then every train and evaluate stage is stale.
+
+    (`dvc repro --dry` alone would list only `generate`: DVC cannot know before running it
+    that its outputs will change.)
+    """
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["seed"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     try:
-        out = sh(DVC, "repro", "--dry", cwd=repo).stdout
-        stages = ran_stages(out)
-        expected = {"generate", "report"} | {f"{s}@{v}" for s in ("train", "evaluate") for v in params["variants"]}
-        assert stages == expected, status
+        assert ran_stages(sh(DVC, "repro", "generate", cwd=repo).stdout) == {"generate"}
+        stages = ran_stages(sh(DVC, "repro", "--dry", cwd=repo).stdout)
+        assert stages >= {f"{s}@{v}" for s in ("train", "evaluate") for v in params["variants"]}
     finally:
-        sh("git", "checkout", "--", ".", cwd=repo)
+        sh("git", "reset", "-q", "--hard", cwd=repo)  # autostage put the changes in the index
+        sh(DVC, "checkout", "-q", "--force", cwd=repo, check=False)
 
 
 def test_exp_run_and_show(repo: Path) -> None:

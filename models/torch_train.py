@@ -1,0 +1,271 @@
+"""Train a torch parity model: seeded mini-batches, periodic evaluation, early stopping,
+an optional length curriculum, and checkpoints that resume bit-identically.
+
+Determinism: the mini-batches come from a torch.Generator seeded with ``seed``;
+everything else is deterministic on CPU given the initial weights (the caller
+seeds the global RNGs before building the model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.results import TrainResult
+from models.torch_zoo import SeqSetLike, loss_fn, predict_logits
+from stages.io import atomic_path
+
+Log = Callable[[dict[str, float], int], None]  # (metrics, step), e.g. stages.tracking.log_metrics
+Printer = Callable[[str], None]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Progress:
+    """The trainer's own state: what a checkpoint restores besides weights and RNGs."""
+
+    step: int = 0  # optimizer steps done
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation
+    loss_sum: float = 0.0  # training loss summed since the last evaluation
+    loss_count: int = 0
+    streak: int = 0  # consecutive evaluations with validation accuracy 1.0
+    cap: int | None = None  # curriculum: longest training length allowed now
+    steps_to_val_100: int | None = None
+    steps_to_probe_100: int | None = None
+    seconds: float = 0.0  # training time before this process (resumed runs)
+
+
+class Sampler:
+    """The training set padded once, and seeded mini-batches drawn from it."""
+
+    def __init__(self, seqs: SeqSetLike, device: str, seed: int) -> None:
+        bits, lengths = seqs.padded(np.arange(len(seqs)))
+        self.bits = torch.as_tensor(bits)  # (n, T) uint8
+        self.lengths = torch.as_tensor(lengths, dtype=torch.int64)  # (n,)
+        self.labels = torch.as_tensor(np.asarray(seqs.labels), dtype=torch.float32)  # (n,)
+        self.max_len = int(self.lengths.max())
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        self._eligible: dict[int, torch.Tensor] = {}
+
+    def sample(self, batch_size: int, cap: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> x (B, T) float bits on device, lengths (B,) int64 on CPU, targets (B,) on device."""
+        cap = self.max_len if cap is None else min(cap, self.max_len)
+        if cap not in self._eligible:
+            self._eligible[cap] = torch.nonzero(self.lengths <= cap).flatten()
+        eligible = self._eligible[cap]
+        pick = eligible[torch.randint(len(eligible), (batch_size,), generator=self.generator)]
+        lengths = self.lengths[pick]
+        x = self.bits[pick, : int(lengths.max())].to(self.device, torch.float32)
+        return x, lengths, self.labels[pick].to(self.device)
+
+
+def train(
+    model: nn.Module,
+    family: str,
+    cfg: dict[str, Any],
+    data: dict[str, SeqSetLike | None],
+    device: str,
+    seed: int,
+    *,
+    log: Log | None = None,
+    checkpoint_path: Path | None = None,
+    progress: Printer | None = print,
+) -> TrainResult:
+    """Train ``model`` in place on data["train"]; judge on data["val"] (and data["probe"]).
+
+    cfg: the variant's resolved training settings (stages.schema.resolved_training).
+    """
+    model.to(device).train()
+    sampler = Sampler(data["train"], device, seed)
+    optimizer = _optimizer(model, cfg)
+    criterion = loss_fn(family)
+    state = Progress(cap=cfg.get("curriculum_start"))
+    fingerprint = {"family": family, "cfg": dict(cfg), "seed": seed, "weights": _digest(model)}
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = _resume(checkpoint_path, fingerprint, model, optimizer, sampler, state, progress)
+    started = time.perf_counter()
+    stopped = "max_steps"
+    while state.step < cfg["max_steps"]:
+        _step(model, criterion, optimizer, sampler, cfg, state)
+        if state.step % cfg["eval_every"] == 0 or state.step == cfg["max_steps"]:
+            row = _evaluate(model, family, data, device, cfg, state, sampler.max_len)
+            _report(row, state, cfg, log, progress)
+            if cfg["patience"] and state.streak >= cfg["patience"]:
+                stopped = "early_stop"
+                break
+        at_checkpoint = state.step % cfg["checkpoint_every"] == 0 and state.step < cfg["max_steps"]
+        if checkpoint_path is not None and at_checkpoint:
+            state.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            _save_checkpoint(checkpoint_path, fingerprint, model, optimizer, sampler, state)
+    state.seconds += time.perf_counter() - started
+    if checkpoint_path is not None:
+        Path(checkpoint_path).unlink(missing_ok=True)  # finished: nothing to resume
+    return _result(state, cfg, stopped)
+
+
+def _optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    return torch.optim.SGD(model.parameters(), lr=cfg["lr"])
+
+
+def _step(
+    model: nn.Module, criterion: Loss, optimizer: torch.optim.Optimizer, sampler: Sampler,
+    cfg: dict[str, Any], state: Progress,
+) -> None:
+    """One optimizer step on a fresh mini-batch."""
+    x, lengths, targets = sampler.sample(cfg["batch_size"], state.cap)
+    loss = criterion(model(x, lengths), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.get("clip_grad_norm") is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad_norm"])
+    optimizer.step()
+    state.step += 1
+    state.loss_sum += loss.item()
+    state.loss_count += 1
+
+
+def _scores(model: nn.Module, family: str, seqs: SeqSetLike, device: str) -> tuple[float, float, np.ndarray]:
+    """-> (accuracy, mean loss, per-sequence correctness (n,) bool) on every sequence of ``seqs``."""
+    logits = predict_logits(model, seqs, device)
+    labels = np.asarray(seqs.labels).astype(np.float64)
+    loss = loss_fn(family)(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    correct = (logits > 0) == (labels > 0.5)
+    return float(correct.mean()), float(loss), correct
+
+
+def _evaluate(
+    model: nn.Module, family: str, data: dict[str, SeqSetLike | None], device: str,
+    cfg: dict[str, Any], state: Progress, max_len: int,
+) -> dict[str, Any]:
+    """Validation and probe scores at the current step, as one history row."""
+    val_acc, val_loss, correct = _scores(model, family, data["val"], device)
+    probe_acc = None
+    if data.get("probe") is not None:
+        probe_acc = _scores(model, family, data["probe"], device)[0]
+    row: dict[str, Any] = {
+        "step": state.step,
+        "sequences": state.step * cfg["batch_size"],
+        "train_loss": state.loss_sum / max(state.loss_count, 1),
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "probe_accuracy": probe_acc,
+    }
+    state.loss_sum, state.loss_count = 0.0, 0
+    if state.cap is not None:
+        row["curriculum_cap"] = state.cap
+        # Lengthen the training sequences once every validation sequence up to the cap is right.
+        capped = np.asarray(data["val"].lengths) <= state.cap
+        if state.cap < max_len and correct[capped].all():
+            state.cap += 1
+    return row
+
+
+def _report(
+    row: dict[str, Any], state: Progress, cfg: dict[str, Any], log: Log | None, progress: Printer | None,
+) -> None:
+    """Record an evaluation: history, first-100% steps, early-stop streak, log and progress line."""
+    state.history.append(row)
+    step = row["step"]
+    state.streak = state.streak + 1 if row["val_accuracy"] == 1.0 else 0
+    if row["val_accuracy"] == 1.0 and state.steps_to_val_100 is None:
+        state.steps_to_val_100 = step
+    if row["probe_accuracy"] == 1.0 and state.steps_to_probe_100 is None:
+        state.steps_to_probe_100 = step
+    metrics = {"train/loss": row["train_loss"], "val/loss": row["val_loss"], "val/accuracy": row["val_accuracy"]}
+    if row["probe_accuracy"] is not None:
+        metrics["probe/accuracy"] = row["probe_accuracy"]
+    if log is not None:
+        log(metrics, step)
+    if progress is not None:
+        probe = "" if row["probe_accuracy"] is None else f"  probe {row['probe_accuracy']:.3f}"
+        cap = f"  len<={row['curriculum_cap']}" if "curriculum_cap" in row else ""
+        progress(
+            f"step {step}/{cfg['max_steps']}  loss {row['train_loss']:.3f}  "
+            f"val {row['val_accuracy']:.3f}{probe}{cap}"
+        )
+
+
+def _result(state: Progress, cfg: dict[str, Any], stopped: str) -> TrainResult:
+    def seqs(step: int | None) -> int | None:
+        return None if step is None else step * cfg["batch_size"]
+
+    return TrainResult(
+        steps=state.step,
+        sequences=state.step * cfg["batch_size"],
+        steps_to_val_100=state.steps_to_val_100,
+        seqs_to_val_100=seqs(state.steps_to_val_100),
+        steps_to_probe_100=state.steps_to_probe_100,
+        seqs_to_probe_100=seqs(state.steps_to_probe_100),
+        val_accuracy=state.history[-1]["val_accuracy"] if state.history else float("nan"),
+        stopped=stopped,
+        history=state.history,
+        train_seconds=state.seconds,
+    )
+
+
+def _digest(model: nn.Module) -> str:
+    """sha256 of the initial weights: a checkpoint resumes only the run it was cut from."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(
+    path: Path, fingerprint: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+    sampler: Sampler, state: Progress,
+) -> None:
+    """Everything needed to continue exactly: weights, optimizer, trainer state and every RNG."""
+    np_state = np.random.get_state()
+    blob = {
+        "fingerprint": fingerprint,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "progress": asdict(state),
+        "rng": {
+            "sampler": sampler.generator.get_state(),
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": random.getstate(),
+        },
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _resume(
+    path: Path, fingerprint: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+    sampler: Sampler, fresh: Progress, progress: Printer | None,
+) -> Progress:
+    """Restore a matching checkpoint; ignore (and later overwrite) one from another run."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("fingerprint") != fingerprint:
+        if progress is not None:
+            progress(f"{path}: checkpoint is from another config or seed; starting afresh")
+        return fresh
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    rng = blob["rng"]
+    sampler.generator.set_state(rng["sampler"])
+    torch.set_rng_state(rng["torch"])
+    name, keys, *rest = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(rng["python"])
+    state = Progress(**blob["progress"])
+    if progress is not None:
+        progress(f"resuming from {path} at step {state.step}")
+    return state
