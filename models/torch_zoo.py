@@ -6,6 +6,7 @@ to one logit per sequence, (B,), read after that sequence's own last bit.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,8 +83,13 @@ def save(model: nn.Module, config: dict[str, Any], path: Path) -> None:
     if missing:
         raise ValueError(f"config lacks {missing}; it must hold {MODEL_KEYS}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # Through a buffer: saved to a path, torch names the archive after the (random)
+    # temporary file and derives its serialization id from it, so equal weights would
+    # give different bytes and `dvc repro --force` a different dvc.lock.
+    buffer = io.BytesIO()
+    torch.save({"config": dict(config), "state_dict": state}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"config": dict(config), "state_dict": state}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load(path: Path, device: str = "cpu", expect: dict[str, Any] | None = None) -> tuple[nn.Module, dict]:

@@ -100,7 +100,7 @@ class Training(Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: PosFloat = 0.01  # Adam at 1e-2 as in the notebook; clipping keeps it stable
     clip_grad_norm: PosFloat | None = 1.0  # gradient-norm clipping; null disables (notebook)
-    max_steps: PosInt = 3000  # optimizer steps at most
+    max_steps: PosInt = 10_000  # optimizer steps at most (early stopping usually ends sooner)
     eval_every: PosInt = 50  # steps between validation passes
     # Stop once validation accuracy has been 1.0 at this many consecutive evaluations;
     # 0 disables early stopping (the notebook trains its fixed number of episodes).

@@ -112,3 +112,92 @@ def test_exp_run_and_show(repo: Path) -> None:
     shown = json.loads(sh(DVC, "exp", "show", "--json", cwd=repo).stdout)
     text = json.dumps(shown)
     assert "lstm6" in text and "len_50_100" in text
+    sh("git", "reset", "-q", "--hard", cwd=repo)  # `exp run` left its results in the workspace
+    sh(DVC, "checkout", "-q", "--force", cwd=repo)
+
+
+def _output_hashes(repo: Path) -> dict[str, str]:
+    """sha256 of every file under artifacts/ (hidden temporaries included)."""
+    import hashlib
+
+    return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((repo / "artifacts").rglob("*")) if p.is_file() and "checkpoints" not in p.parts}
+
+
+def test_sigterm_mid_training_kills_the_run_and_loses_nothing(repo: Path) -> None:
+    """SIGTERM to a real training process: run KILLED, outputs untouched, next repro fine."""
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["training"].update(max_steps=1_000_000, patience=0, eval_every=10)
+    (repo / "long.yaml").write_text(yaml.safe_dump(params))
+    before = _output_hashes(repo)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"}
+    proc = subprocess.Popen([sys.executable, "-m", "stages", "train", "lstm", "--params", "long.yaml"],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:  # wait until it is really training
+            if line.startswith("step 30/"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        (repo / "long.yaml").unlink()
+    assert proc.returncode != 0
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name("parity")
+    last = client.search_runs([exp.experiment_id], "tags.`paritylab.variant` = 'lstm'",
+                              order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert last.info.status == "KILLED"
+    assert _output_hashes(repo) == before  # no half-written model or metrics, no temporaries
+    time.sleep(0.01)
+    out = sh(DVC, "repro", cwd=repo).stdout
+    assert ran_stages(out) == set()
+
+
+def test_forced_rebuild_is_bit_identical(repo: Path) -> None:
+    """`dvc repro --force` (torch, Keras and the XOR study) rewrites every output with the same bytes."""
+    sh(DVC, "repro", "--force", cwd=repo)
+    changed = sh("git", "status", "--porcelain", "--", "dvc.lock", "artifacts", cwd=repo).stdout
+    assert changed == "", changed
+
+
+def test_queued_experiments_share_the_default_store(repo: Path) -> None:
+    """Four queued experiments on two workers all land in <repo>/mlflow.db, none lost."""
+    import time
+
+    from mlflow import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the default store
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+    def dvc(*args: str) -> str:
+        proc = subprocess.run([DVC, *args], cwd=repo, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    sizes = (2, 3, 5, 6)
+    for size in sizes:
+        dvc("exp", "run", "--queue", "-S", f"variants.gru.hidden_size={size}", "-n", f"gru{size}")
+    dvc("queue", "start", "-j", "2")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = dvc("queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    assert status.count("Success") == len(sizes), status
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name("parity")
+    runs = client.search_runs([exp.experiment_id], "tags.`paritylab.variant` = 'gru'")
+    by_exp = {r.data.tags.get("paritylab.dvc_exp_name"): r for r in runs}
+    assert {f"gru{s}" for s in sizes} <= set(by_exp)
+    for size in sizes:
+        run = by_exp[f"gru{size}"]
+        assert run.info.status == "FINISHED"
+        assert run.data.params["model.hidden_size"] == str(size)
+        assert "eval/accuracy.len_200" in run.data.metrics  # the evaluate stage logged into it too

@@ -1,0 +1,79 @@
+"""Time `dvc repro` of the whole pipeline in a temporary copy of the repository.
+
+The copy is made as tests/test_pipeline.py makes its own: stages/, models/, dvc.yaml,
+.gitignore and a params file, then `git init`, `dvc init` and one commit, so DVC's cache is
+empty and every stage runs. Each copy has its own MLflow store, like a fresh clone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = str(Path(sys.executable).with_name("dvc"))  # the venv's dvc, beside the running python
+
+
+def sh(args: list[str], cwd: Path) -> None:
+    """Run ``args`` in ``cwd``: the venv first on PATH (dvc.yaml says `python`), an own MLflow store."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db",
+    }
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
+
+
+def fresh_repo(repo: Path, params_file: Path) -> None:
+    """A committed copy of the project in ``repo`` whose DVC cache is empty."""
+    for name in ("stages", "models"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copy(params_file, repo / "params.yaml")
+    sh(["git", "init", "-q"], repo)
+    sh(["git", "config", "user.email", "bench@example.com"], repo)
+    sh(["git", "config", "user.name", "bench"], repo)
+    sh([DVC, "init", "-q"], repo)
+    sh([DVC, "config", "core.autostage", "true"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "init"], repo)
+
+
+def timed(args: list[str], cwd: Path) -> float:
+    """Seconds ``args`` takes to run in ``cwd``."""
+    start = time.perf_counter()
+    sh(args, cwd)
+    return time.perf_counter() - start
+
+
+def bench_repro(
+    params_file: Path, full_repeats: int, noop_repeats: int, say: Callable[[str], None] = print
+) -> tuple[float, float]:
+    """-> (median seconds of `dvc repro` from an empty cache, median seconds of a following no-op one).
+
+    Each full run gets a fresh copy; the no-op runs follow the last full run in its copy.
+    Raises RuntimeError with the failing command's output tail.
+    """
+    full, noop = [], []
+    for i in range(full_repeats):
+        with tempfile.TemporaryDirectory(prefix="paritylab-bench-", ignore_cleanup_errors=True) as tmp:
+            repo = Path(tmp)
+            fresh_repo(repo, params_file)
+            say(f"dvc repro with {params_file.name} from an empty cache ({i + 1}/{full_repeats}) ...")
+            full.append(timed([DVC, "repro"], repo))
+            for j in range(noop_repeats if i == full_repeats - 1 else 0):
+                say(f"dvc repro, nothing to do ({j + 1}/{noop_repeats}) ...")
+                noop.append(timed([DVC, "repro"], repo))
+    return statistics.median(full), statistics.median(noop)
