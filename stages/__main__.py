@@ -7,6 +7,7 @@ commands that need neither torch nor TensorFlow start fast.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from importlib import import_module
 
@@ -31,7 +32,12 @@ def _run(module: str, func: str = "main", /, **kwargs):
         sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# At least 100 columns, so each command's one-line purpose is shown whole (not cut with "...").
+WIDTH = max(100, shutil.get_terminal_size().columns)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": WIDTH,
+                               "terminal_width": WIDTH})
 def cli() -> None:
     """paritylab: XOR gate and bit-parity experiments as a DVC pipeline tracked in MLflow.
 
@@ -84,7 +90,7 @@ def data(bucket: str, limit: int | None, data_dir: str) -> None:
 @click.option("--baseline", default="HEAD", show_default=True,
               help="Git revision whose committed metrics are the baseline.")
 def check(params_path: str, baseline: str) -> None:
-    """Regression gate: compare current metrics with the committed baseline (exit 1 on regression)."""
+    """Regression gate: current metrics against the committed ones (exit 1 on regression)."""
     _run("check", params_path=params_path, baseline=baseline)
 
 
