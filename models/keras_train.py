@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from models.keras_lstm import predict_logits, to_input, weights_digest
-from models.results import TrainResult
+from models.results import Log, Progress, TrainResult, evaluation_row, record, to_result
 from stages.io import atomic_path
-
-Log = Callable[[dict[str, float], int], None]
-
-
-@dataclass
-class Progress:
-    """The trainer's own state: what a checkpoint restores besides weights and RNG."""
-
-    step: int = 0  # optimizer steps done
-    history: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation
-    loss_sum: float = 0.0  # training loss summed since the last evaluation
-    loss_count: int = 0
-    streak: int = 0  # consecutive evaluations with validation accuracy 1.0
-    cap: int | None = None  # curriculum: longest training length allowed now
-    steps_to_val_100: int | None = None
-    steps_to_probe_100: int | None = None
-    seconds: float = 0.0  # training time before this process (resumed runs)
 
 
 class Sampler:
@@ -123,7 +106,7 @@ def train(
         state.step += 1
         if state.step % cfg["eval_every"] == 0 or state.step == cfg["max_steps"]:
             row = _evaluate(model, data, cfg, state, sampler.max_len)
-            _report(row, state, cfg, log, progress)
+            record(row, state, cfg, log, progress)
             if cfg["patience"] and state.streak >= cfg["patience"]:
                 stopped = "early_stop"
                 break
@@ -134,7 +117,7 @@ def train(
     state.seconds += time.perf_counter() - started
     if checkpoint_path is not None:
         Path(checkpoint_path).unlink(missing_ok=True)  # finished: nothing to resume
-    return _result(state, cfg, stopped)
+    return to_result(state, cfg, stopped)
 
 
 def scores(model: keras.Model, seqs: Any) -> tuple[float, float, np.ndarray]:
@@ -150,65 +133,7 @@ def _evaluate(model, data, cfg, state: Progress, max_len: int) -> dict[str, Any]
     """Validation and probe scores at the current step, as one history row."""
     val_acc, val_loss, correct = scores(model, data["val"])
     probe_acc = scores(model, data["probe"])[0] if data.get("probe") is not None else None
-    row: dict[str, Any] = {
-        "step": state.step,
-        "sequences": state.step * cfg["batch_size"],
-        "train_loss": state.loss_sum / max(state.loss_count, 1),
-        "val_loss": val_loss,
-        "val_accuracy": val_acc,
-        "probe_accuracy": probe_acc,
-    }
-    state.loss_sum, state.loss_count = 0.0, 0
-    if state.cap is not None:
-        row["curriculum_cap"] = state.cap
-        # Lengthen the training sequences once every validation sequence up to the cap is right.
-        capped = np.asarray(data["val"].lengths) <= state.cap
-        if state.cap < max_len and correct[capped].all():
-            state.cap += 1
-    return row
-
-
-def _report(row: dict[str, Any], state: Progress, cfg: dict[str, Any], log: Log | None, progress) -> None:
-    """Record an evaluation: history, first-100% steps, early-stop streak, log and progress line."""
-    state.history.append(row)
-    step = row["step"]
-    state.streak = state.streak + 1 if row["val_accuracy"] == 1.0 else 0
-    if row["val_accuracy"] == 1.0 and state.steps_to_val_100 is None:
-        state.steps_to_val_100 = step
-    if row["probe_accuracy"] == 1.0 and state.steps_to_probe_100 is None:
-        state.steps_to_probe_100 = step
-    metrics = {
-        "train/loss": row["train_loss"], "val/loss": row["val_loss"], "val/accuracy": row["val_accuracy"]
-    }
-    if row["probe_accuracy"] is not None:
-        metrics["probe/accuracy"] = row["probe_accuracy"]
-    if log is not None:
-        log(metrics, step)
-    if progress is not None:
-        probe = "" if row["probe_accuracy"] is None else f"  probe {row['probe_accuracy']:.3f}"
-        cap = f"  len<={row['curriculum_cap']}" if "curriculum_cap" in row else ""
-        progress(
-            f"step {step}/{cfg['max_steps']}  loss {row['train_loss']:.3f}  "
-            f"val {row['val_accuracy']:.3f}{probe}{cap}"
-        )
-
-
-def _result(state: Progress, cfg: dict[str, Any], stopped: str) -> TrainResult:
-    def seqs(step: int | None) -> int | None:
-        return None if step is None else step * cfg["batch_size"]
-
-    return TrainResult(
-        steps=state.step,
-        sequences=state.step * cfg["batch_size"],
-        steps_to_val_100=state.steps_to_val_100,
-        seqs_to_val_100=seqs(state.steps_to_val_100),
-        steps_to_probe_100=state.steps_to_probe_100,
-        seqs_to_probe_100=seqs(state.steps_to_probe_100),
-        val_accuracy=state.history[-1]["val_accuracy"] if state.history else float("nan"),
-        stopped=stopped,
-        history=state.history,
-        train_seconds=state.seconds,
-    )
+    return evaluation_row(state, cfg, (val_acc, val_loss, correct), probe_acc, data["val"].lengths, max_len)
 
 
 def _save_checkpoint(path: Path, fingerprint, model, optimizer, sampler: Sampler, state: Progress) -> None:

@@ -1,9 +1,13 @@
-"""What a parity trainer returns; shared by the torch and Keras trainers (imports neither)."""
+"""What the torch and Keras parity trainers share (imports neither framework): their
+progress state, the history row of an evaluation, its logging, and the TrainResult."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass
@@ -27,3 +31,94 @@ class TrainResult:
         out = asdict(self)
         del out["history"], out["train_seconds"]
         return out
+
+
+Log = Callable[[dict[str, float], int], None]  # (metrics, step), e.g. stages.tracking.log_metrics
+Printer = Callable[[str], None]
+
+
+@dataclass
+class Progress:
+    """A trainer's own state: what a checkpoint restores besides weights and RNGs."""
+
+    step: int = 0  # optimizer steps done
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation
+    loss_sum: float = 0.0  # training loss summed since the last evaluation
+    loss_count: int = 0
+    streak: int = 0  # consecutive evaluations with validation accuracy 1.0
+    cap: int | None = None  # curriculum: longest training length allowed now
+    steps_to_val_100: int | None = None
+    steps_to_probe_100: int | None = None
+    seconds: float = 0.0  # training time before this process (resumed runs)
+
+
+def evaluation_row(
+    state: Progress, cfg: dict[str, Any], val: tuple[float, float, np.ndarray], probe_accuracy: float | None,
+    val_lengths: np.ndarray, max_len: int,
+) -> dict[str, Any]:
+    """One history row from the scores at the current step; advances the length curriculum.
+
+    val: (accuracy, mean loss, per-sequence correctness (n,) bool) on the validation set.
+    """
+    val_acc, val_loss, correct = val
+    row: dict[str, Any] = {
+        "step": state.step,
+        "sequences": state.step * cfg["batch_size"],
+        "train_loss": state.loss_sum / max(state.loss_count, 1),
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "probe_accuracy": probe_accuracy,
+    }
+    state.loss_sum, state.loss_count = 0.0, 0
+    if state.cap is not None:
+        row["curriculum_cap"] = state.cap
+        # Lengthen the training sequences once every validation sequence up to the cap is right.
+        capped = np.asarray(val_lengths) <= state.cap
+        if state.cap < max_len and correct[capped].all():
+            state.cap += 1
+    return row
+
+
+def record(
+    row: dict[str, Any], state: Progress, cfg: dict[str, Any], log: Log | None, progress: Printer | None,
+) -> None:
+    """Record an evaluation: history, first-100% steps, early-stop streak, log and progress line."""
+    state.history.append(row)
+    step = row["step"]
+    state.streak = state.streak + 1 if row["val_accuracy"] == 1.0 else 0
+    if row["val_accuracy"] == 1.0 and state.steps_to_val_100 is None:
+        state.steps_to_val_100 = step
+    if row["probe_accuracy"] == 1.0 and state.steps_to_probe_100 is None:
+        state.steps_to_probe_100 = step
+    metrics = {"train/loss": row["train_loss"], "val/loss": row["val_loss"], "val/accuracy": row["val_accuracy"]}
+    if row["probe_accuracy"] is not None:
+        metrics["probe/accuracy"] = row["probe_accuracy"]
+    if log is not None:
+        log(metrics, step)
+    if progress is not None:
+        probe = "" if row["probe_accuracy"] is None else f"  probe {row['probe_accuracy']:.3f}"
+        cap = f"  len<={row['curriculum_cap']}" if "curriculum_cap" in row else ""
+        progress(
+            f"step {step}/{cfg['max_steps']}  loss {row['train_loss']:.3f}  "
+            f"val {row['val_accuracy']:.3f}{probe}{cap}"
+        )
+
+
+def to_result(state: Progress, cfg: dict[str, Any], stopped: str) -> TrainResult:
+    """The TrainResult of a finished (or stopped) run."""
+
+    def seqs(step: int | None) -> int | None:
+        return None if step is None else step * cfg["batch_size"]
+
+    return TrainResult(
+        steps=state.step,
+        sequences=state.step * cfg["batch_size"],
+        steps_to_val_100=state.steps_to_val_100,
+        seqs_to_val_100=seqs(state.steps_to_val_100),
+        steps_to_probe_100=state.steps_to_probe_100,
+        seqs_to_probe_100=seqs(state.steps_to_probe_100),
+        val_accuracy=state.history[-1]["val_accuracy"] if state.history else float("nan"),
+        stopped=stopped,
+        history=state.history,
+        train_seconds=state.seconds,
+    )

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from stages import datasets, io as sio, tracking
+from stages import datasets, tracking
+from stages import io as sio
 from stages.schema import KERAS_PARITY, Params, SearchVariant, XorVariant, eval_buckets, load_params
 from stages.stats import wilson
 from stages.train import _csv, get_variant, paths

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from stages.errors import UserError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stages.errors import UserError
 
 PARITY_FAMILIES = (
     "rnn_packed",  # nn.RNN over a PackedSequence batch
@@ -174,7 +175,7 @@ class XorVariant(Strict):
 
 
 Variant = Annotated[
-    Union[ParityVariant, SearchVariant, XorVariant], Field(discriminator="family")
+    ParityVariant | SearchVariant | XorVariant, Field(discriminator="family")
 ]
 
 

@@ -16,12 +16,13 @@ import io
 from pathlib import Path
 from typing import Any
 
-from stages import datasets, io as sio, tracking
+from stages import datasets, tracking
+from stages import io as sio
 from stages.errors import UserError
 from stages.schema import (
     KERAS_PARITY,
-    ParityVariant,
     Params,
+    ParityVariant,
     SearchVariant,
     XorVariant,
     load_params,
