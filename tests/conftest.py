@@ -32,3 +32,14 @@ def data_dir(small_data: Data, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("gen") / "data"
     generate_all(small_data, out)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as the pipeline runs: tiny nets on a busy 2-core machine crawl with more."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,20 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import random_seqs
 from models import torch_zoo
 from models.torch_train import train
-from stages.datasets import SeqSet
 from stages.device import resolve_torch_device
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 FAMILIES = ("rnn_packed", "rnn_per_sequence", "manual_rnn", "manual_rnn_bce", "manual_lstm", "lstm", "gru")
-
-
-def random_seqs(n: int, lo: int, hi: int, seed: int) -> SeqSet:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(lo, hi + 1, n)
-    return SeqSet.from_stream("toy", lengths, rng.integers(0, 2, int(lengths.sum())))
 
 
 def test_auto_and_cuda_resolve_to_the_gpu() -> None:

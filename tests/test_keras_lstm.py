@@ -12,18 +12,11 @@ from stages.device import configure_tensorflow_device  # noqa: E402
 
 configure_tensorflow_device("cpu")  # as the stages do, before TensorFlow is imported
 
+from helpers import random_seqs  # noqa: E402
 from models import keras_lstm  # noqa: E402
-from stages.datasets import SeqSet  # noqa: E402
 from stages.errors import UserError  # noqa: E402
 from stages.schema import ParityVariant  # noqa: E402
 from stages.seeding import seed_everything  # noqa: E402
-
-
-def random_seqs(n: int, lo: int, hi: int, seed: int) -> SeqSet:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(lo, hi + 1, n)
-    return SeqSet.from_stream("toy", lengths, rng.integers(0, 2, int(lengths.sum())))
-
 
 DATA = {
     "train": random_seqs(2000, 1, 6, seed=0),

@@ -11,30 +11,16 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import random_seqs
 from models import manual, torch_rnn, torch_zoo
 from models.manual import ManualLSTM, ManualRNN, stable_bce
 from models.torch_rnn import PackedRecurrent
-from stages.datasets import SeqSet
 from stages.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 H = 5  # an odd hidden size catches gate-slicing mistakes that 8 could hide
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread, as the pipeline runs: tiny nets on a busy 2-core machine crawl with more."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def random_seqs(n: int, lo: int, hi: int, seed: int = 0) -> SeqSet:
-    """n random bit sequences with lengths uniform in [lo, hi]."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(lo, hi + 1, n)
-    return SeqSet.from_stream("toy", lengths, rng.integers(0, 2, int(lengths.sum())))
 
 
 def batch(n: int = 13, lo: int = 1, hi: int = 30, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

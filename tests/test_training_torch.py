@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
+from helpers import random_seqs
 from models import torch_zoo
 from models.torch_train import train
-from stages.datasets import SeqSet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread, as the pipeline runs: tiny nets on a busy 2-core machine crawl with more."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def random_seqs(n: int, lo: int, hi: int, seed: int) -> SeqSet:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(lo, hi + 1, n)
-    return SeqSet.from_stream("toy", lengths, rng.integers(0, 2, int(lengths.sum())))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DATA = {
