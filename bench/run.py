@@ -80,7 +80,8 @@ def throughput(make_step: Callable[[], Step], batch: int, steps: int) -> float:
 def torch_step(family: str, seqs: Any, cfg: dict[str, Any]) -> Step:
     """A fresh model of ``family`` and the pipeline's own step (models/torch_train.py) on ``seqs``."""
     from models import torch_zoo
-    from models.torch_train import Progress, Sampler, _optimizer, _step
+    from models.results import Progress
+    from models.torch_train import Sampler, _optimizer, _step
 
     torch.manual_seed(0)
     model = torch_zoo.build(family, hidden_size=HIDDEN).train()
