@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.keras_lstm import predict_logits, to_input, weights_digest
+from models.keras_lstm import PAD, predict_logits, to_input, weights_digest
 from models.results import Log, Progress, TrainResult, evaluation_row, record, to_result
 from stages.io import atomic_path
 
@@ -38,14 +38,22 @@ class Sampler:
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self._eligible: dict[int, np.ndarray] = {}
 
-    def sample(self, batch_size: int, cap: int | None) -> tuple[tf.Tensor, tf.Tensor]:
-        """-> x (B, T, 1) float32, targets (B,) float32; only sequences no longer than ``cap``."""
+    def sample(self, batch_size: int, cap: int | None, noise: float = 0.0) -> tuple[tf.Tensor, tf.Tensor]:
+        """-> x (B, T, 1) float32, targets (B,) float32; only sequences no longer than ``cap``.
+
+        noise: std of Gaussian noise added to every bit (never to the padding, which the
+        mask must still recognise), drawn from the sampler's own generator.
+        """
         cap = self.max_len if cap is None else min(cap, self.max_len)
         if cap not in self._eligible:
             self._eligible[cap] = np.flatnonzero(self.lengths <= cap)
         eligible = self._eligible[cap]
         pick = eligible[self.rng.integers(len(eligible), size=batch_size)]
-        return tf.constant(self.x[pick]), tf.constant(self.labels[pick])
+        x = self.x[pick]
+        if noise:
+            bits = x != PAD
+            x[bits] += noise * self.rng.standard_normal(int(bits.sum()), dtype=np.float32)
+        return tf.constant(x), tf.constant(self.labels[pick])
 
 
 def _optimizer(cfg: dict[str, Any]) -> keras.optimizers.Optimizer:
@@ -100,7 +108,7 @@ def train(
     started = time.perf_counter()
     stopped = "max_steps"
     while state.step < cfg["max_steps"]:
-        x, y = sampler.sample(cfg["batch_size"], state.cap)
+        x, y = sampler.sample(cfg["batch_size"], state.cap, cfg.get("input_noise", 0.0))
         state.loss_sum += float(step_fn(x, y))
         state.loss_count += 1
         state.step += 1

@@ -40,16 +40,25 @@ class Sampler:
         self.generator = torch.Generator().manual_seed(seed)
         self._eligible: dict[int, torch.Tensor] = {}
 
-    def sample(self, batch_size: int, cap: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> x (B, T) float bits on device, lengths (B,) int64 on CPU, targets (B,) on device."""
+    def sample(
+        self, batch_size: int, cap: int | None, noise: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> x (B, T) float bits on device, lengths (B,) int64 on CPU, targets (B,) on device.
+
+        noise: std of Gaussian noise added to every bit (drawn from the sampler's own
+        generator, so a resumed run draws the same). Padding gets noise too; no model
+        reads a sequence past its length.
+        """
         cap = self.max_len if cap is None else min(cap, self.max_len)
         if cap not in self._eligible:
             self._eligible[cap] = torch.nonzero(self.lengths <= cap).flatten()
         eligible = self._eligible[cap]
         pick = eligible[torch.randint(len(eligible), (batch_size,), generator=self.generator)]
         lengths = self.lengths[pick]
-        x = self.bits[pick, : int(lengths.max())].to(self.device, torch.float32)
-        return x, lengths, self.labels[pick].to(self.device)
+        x = self.bits[pick, : int(lengths.max())].float()
+        if noise:
+            x += noise * torch.randn(x.shape, generator=self.generator)
+        return x.to(self.device), lengths, self.labels[pick].to(self.device)
 
 
 def train(
@@ -108,7 +117,7 @@ def _step(
     cfg: dict[str, Any], state: Progress,
 ) -> None:
     """One optimizer step on a fresh mini-batch."""
-    x, lengths, targets = sampler.sample(cfg["batch_size"], state.cap)
+    x, lengths, targets = sampler.sample(cfg["batch_size"], state.cap, cfg.get("input_noise", 0.0))
     loss = criterion(model(x, lengths), targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -145,9 +145,7 @@ def _evaluate_parity(params: Params, variant: str, v: Any) -> None:
 
 
 def _evaluate_xor(params: Params, variant: str, v: XorVariant) -> None:
-    from stages.device import configure_tensorflow_device
-
-    configure_tensorflow_device(params.device)
+    # A NumPy forward of the saved weights: no TensorFlow (seconds of start-up) needed.
     x, y = datasets.load_xor_gate()
     train_metrics = paths(variant)["metrics"]
     _require(paths(variant)["model_dir"] / "study.npz", variant)

@@ -22,7 +22,10 @@ def seed_everything(seed: int, threads: int = 1) -> None:
         import torch
 
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.cuda.is_available():
+            # Only GPU kernels need the switch (CPU ops here are deterministic), and
+            # it costs 1.5 s of start-up: it imports torch's compiler stack.
+            torch.use_deterministic_algorithms(True, warn_only=True)
         torch.set_num_threads(threads)
     if "tensorflow" in sys.modules or "keras" in sys.modules:
         import keras
