@@ -70,6 +70,14 @@ def evaluate(variant: str, params_path: str) -> None:
 
 
 @cli.command()
+@click.argument("variant")
+@PARAMS
+def seeds(variant: str, params_path: str) -> None:
+    """Train a variant from seeds 0..N-1, count the seeds that solve (stage seeds@VARIANT)."""
+    _run("seeds", variant=variant, params_path=params_path)
+
+
+@cli.command()
 @PARAMS
 def report(params_path: str) -> None:
     """Build the tables, plots and report page under artifacts/report/."""

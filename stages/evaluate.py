@@ -73,6 +73,14 @@ def _require(path: Path, variant: str) -> None:
         raise UserError(f"{path}: no trained model; run `dvc repro train@{variant}`")
 
 
+def first_bits(seqs: Any, max_bits: int | None) -> Any:
+    """The first sequences of ``seqs`` holding at most ``max_bits`` bits (at least one); all if None."""
+    if max_bits is None:
+        return seqs
+    count = max(1, int(np.searchsorted(np.cumsum(seqs.lengths), max_bits, side="right")))
+    return seqs if count >= len(seqs) else seqs.subset(np.arange(count))
+
+
 def bucket_metrics(logits: np.ndarray, seqs: Any) -> dict[str, Any]:
     """Accuracy, mean BCE loss, confusion counts and a 95% Wilson interval on one bucket."""
     y = seqs.labels.astype(np.float64)
@@ -114,7 +122,8 @@ def _evaluate_parity(params: Params, variant: str, v: Any) -> None:
 
         device = resolve_torch_device(params.device)
     buckets = eval_buckets(params, variant)
-    sets = {b: datasets.load_bucket(b) for b in buckets}  # all checked before any work
+    sets = {b: first_bits(datasets.load_bucket(b), getattr(v, "eval_max_bits", None))
+            for b in buckets}  # all checked before any work
     tracking.check_store()
     tracking.install_sigterm_handler()
     if not keras:

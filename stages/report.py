@@ -75,6 +75,14 @@ def index_page(inputs: Inputs) -> str:
             tables.summary_markdown(inputs),
             _figure("training_curves.png"),
         ]
+    if inputs.seeds:
+        n = inputs.params.seeds.seeds
+        parts += [
+            "### Robustness over seeds\n",
+            f"Each variant below trained again from seeds 0–{n - 1}, with exactly its own settings, and "
+            "judged on whole held-out buckets (stages `seeds@VARIANT`): how many seeds get every sequence right.\n",
+            tables.seeds_markdown(inputs),
+        ]
     if inputs.xor:
         parts += [
             "## XOR gate\n",

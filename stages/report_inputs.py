@@ -54,6 +54,7 @@ class Inputs:
     parity: dict[str, ParityRun] = field(default_factory=dict)
     xor: dict[str, XorRun] = field(default_factory=dict)
     buckets: list[str] = field(default_factory=list)  # evaluated buckets, shortest lengths first
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> metrics/seeds_V.json
 
 
 def _find(candidates: list[Path], writer: str) -> Path:
@@ -109,6 +110,9 @@ def load_inputs(params: Params, artifacts: Path) -> Inputs:
         run = ParityRun(name, v, _json(train_dir / f"{name}.json", train_by), metrics, by_length, history)
         run.group, run.settings = group_of(params, name), settings_diff(params, name)
         out.parity[name] = run
+    for name in params.seeds.variants:
+        out.seeds[name] = _json(artifacts / "metrics" / f"seeds_{name}.json",
+                                f"the seeds stage writes it (run `dvc repro seeds@{name}`)")
     evaluated = {b for run in out.parity.values() for b in run.metrics.get("accuracy", {})}
     spec = params.data.buckets
     out.buckets = sorted(evaluated, key=lambda b: (spec[b].min_len, spec[b].max_len, b) if b in spec else (0, 0, b))
@@ -121,7 +125,7 @@ def settings_diff(params: Params, name: str) -> str:
     v = params.variants[name]
     base = type(v).model_fields
     parts = [f"{k}={getattr(v, k)}" for k in base
-             if k not in ("family", "training", "eval_buckets") and getattr(v, k) != base[k].default]
+             if k not in ("family", "training", "eval_buckets", "eval_max_bits") and getattr(v, k) != base[k].default]
     if isinstance(v, ParityVariant):
         defaults = Training().model_dump()
         parts += [f"{k}={val}" for k, val in resolved_training(params, name).items() if val != defaults[k]]

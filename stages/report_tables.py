@@ -83,6 +83,18 @@ def summary_markdown(inputs: Inputs) -> str:
     )
 
 
+def seeds_markdown(inputs: Inputs) -> str:
+    """Per variant of the seeds check: seeds with every sequence right, per bucket, and the worst seed."""
+    buckets = inputs.params.seeds.buckets
+    labels = [bucket_label(inputs.params, b) for b in buckets]
+    head = ["variant", *(f"seeds at 100%, {x}" for x in labels), *(f"worst seed, {x}" for x in labels),
+            "median steps to val 100%"]
+    rows = [[name, *(f"{m['solved'][b]} of {m['seeds']}" for b in buckets),
+             *(fmt_float(m["min_accuracy"][b]) for b in buckets), fmt_num(m["median_steps_to_val_100"])]
+            for name, m in inputs.seeds.items()]
+    return md_table(head, rows, right=set(range(1, len(head))))
+
+
 def xor_frame(inputs: Inputs) -> pd.DataFrame:
     """One row per XOR shape: epochs to 100% over seeds, share never solved, margins, the original."""
     rows = []

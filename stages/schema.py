@@ -149,6 +149,10 @@ class ParityVariant(Strict):
     preset: Literal["default", "notebook"] = "default"  # notebook = the original hyperparameters
     training: TrainingOverride = TrainingOverride()
     eval_buckets: list[str] | None = None  # held-out buckets to evaluate; null = evaluate.buckets
+    # Judge each bucket on its first sequences up to this many bits (at least one sequence);
+    # null = whole buckets. For the one-sequence-at-a-time form, whose every bit costs a
+    # library call's step (~4 us): a whole 10-million-bit bucket would take 40 s.
+    eval_max_bits: PosInt | None = None
 
 
 class SearchVariant(Strict):
@@ -203,6 +207,16 @@ class Evaluate(Strict):
     max_batch_bits: PosInt = 16_000_000
 
 
+class Seeds(Strict):
+    """The robustness check (stages ``seeds@VARIANT``): each variant trained from seeds 0..seeds-1."""
+
+    # Torch parity variants, each trained exactly as train@VARIANT trains it (at least one:
+    # dvc.yaml makes a stage per entry).
+    variants: list[str] = []
+    seeds: PosInt = 10  # a result that 9 of 10 seeds reproduce is a property of the method
+    buckets: list[str] = []  # whole held-out buckets every seed is judged on
+
+
 class Tolerance(Strict):
     direction: Literal["higher", "lower"]  # which way is better
     abs: Annotated[float, Field(ge=0)] = 0.0  # allowed worsening, absolute
@@ -224,6 +238,7 @@ class Params(Strict):
     training: Training = Training()
     variants: dict[str, Variant]
     evaluate: Evaluate = Evaluate()
+    seeds: Seeds = Seeds()
     check: Check = Check()
 
     @model_validator(mode="after")
@@ -235,6 +250,15 @@ class Params(Strict):
         for b in self.evaluate.buckets:
             if b not in buckets:
                 raise ValueError(f"evaluate.buckets: unknown bucket {b!r} (allowed: {allowed})")
+        for b in self.seeds.buckets:
+            if b not in buckets:
+                raise ValueError(f"seeds.buckets: unknown bucket {b!r} (allowed: {allowed})")
+        torch_parity = [n for n, v in self.variants.items()
+                        if isinstance(v, ParityVariant) and v.family not in KERAS_PARITY]
+        for name in self.seeds.variants:
+            if name not in torch_parity:
+                raise ValueError(f"seeds.variants: {name!r} is not a torch parity variant "
+                                 f"(allowed: {', '.join(torch_parity)})")
         for name, v in self.variants.items():
             if not NAME.match(name):
                 raise ValueError(f"variants.{name}: name must match [a-z][a-z0-9_]*")

@@ -125,3 +125,14 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     resumed = run(resumed_model, checkpoint_path=ckpt)
     assert_same_weights(resumed_model, whole)
     assert resumed.metrics() == expected.metrics() and resumed.history == expected.history
+
+
+def test_input_noise_never_touches_the_padding():
+    from models.keras_train import Sampler
+
+    clean, _ = Sampler(DATA["train"], seed=3).sample(64, None)
+    noisy, _ = Sampler(DATA["train"], seed=3).sample(64, None, noise=0.1)
+    clean, noisy = clean.numpy(), noisy.numpy()
+    pad = clean == keras_lstm.PAD
+    assert pad.any() and np.array_equal(noisy[pad], clean[pad])  # the mask still finds the end
+    assert 0.05 < float(np.abs(noisy[~pad] - clean[~pad]).mean()) < 0.12

@@ -135,6 +135,11 @@ def write_fake_artifacts(root: Path, params: Params, seed: int = 0) -> Path:
             _xor(root, name, v, rng)
         else:
             _parity(root, params, name, rng)
+    cfg = params.seeds  # the seeds stages: the first variant solves from every seed, the rest miss one
+    for i, name in enumerate(cfg.variants):
+        _write_json(root / "metrics" / f"seeds_{name}.json", {
+            "seeds": cfg.seeds, "solved": {b: cfg.seeds - (i > 0) for b in cfg.buckets},
+            "min_accuracy": {b: 1.0 if i == 0 else 0.9731 for b in cfg.buckets}, "median_steps_to_val_100": 250.0})
     return root
 
 
@@ -190,14 +195,17 @@ def test_summary_tables(built: Path, params: Params) -> None:
 def test_settings_that_differ_from_the_defaults(params: Params) -> None:
     assert settings_diff(params, "lstm") == ""
     assert settings_diff(params, "notebook_manual_lstm") == (
-        "preset=notebook, batch_size=10, clip_grad_norm=None, max_steps=1000, patience=0")
+        "preset=notebook, batch_size=10, clip_grad_norm=None, input_noise=0.0, max_steps=1000, patience=0")
     assert settings_diff(params, "rfr_1_50_lstm") == "train_bucket=rfr_1_50, val_bucket=rfr_1_50_val"
     assert settings_diff(params, "rfr_fixed50_search") == "train_bucket=rfr_fixed50, val_bucket=rfr_fixed50_val"
 
 
 def test_reading_of_the_fake_results(built: Path) -> None:
     page = (built / "report" / "index.md").read_text()
-    assert "8 of 8 are 100% right on lengths 50–100" in page
+    assert "### Robustness over seeds" in page
+    assert "| lstm | 10 of 10 | 10 of 10 | 1.0000 | 1.0000 | 250 |" in page
+    assert "| manual_lstm | 9 of 10 | 9 of 10 | 0.9731 | 0.9731 | 250 |" in page
+    assert "7 of 7 are 100% right on lengths 50–100" in page  # rnn_per_sequence: other settings
     assert "0 of 5 are 100% right on lengths 50–100" in page
     assert "gru: 100% up to length 10,000, then 0.9" in page
     assert "near chance on every bucket (accuracy 0.4" in page
@@ -215,7 +223,7 @@ def test_reading_follows_the_numbers(artifacts: Path) -> None:
     path.write_text(json.dumps(m))
     report.main(str(ROOT / "params.yaml"), str(artifacts))
     page = (artifacts / "report" / "index.md").read_text()
-    assert "7 of 8 are 100% right on lengths 50–100" in page
+    assert "6 of 7 are 100% right on lengths 50–100" in page
     assert "lstm: 0.5000 [0.4900, 0.5100] on lengths 50–100" in page
 
 
