@@ -122,7 +122,7 @@ def ratios(seqs_per_s: dict[str, float]) -> dict[str, float]:
 
 
 def bench_eval(
-    length: int, repeats: int, budget_s: float
+    length: int, repeats: int, budget_s: float, max_batch_bits: int
 ) -> tuple[dict[str, float | None], dict[str, str]]:
     """Seconds of predict_logits on EVAL_COUNT random sequences of ``length``, by torch family.
 
@@ -140,7 +140,7 @@ def bench_eval(
 
         def run(s: Any = seqs, m: torch.nn.Module = model) -> float:
             start = time.perf_counter()
-            torch_zoo.predict_logits(m, s, "cpu")
+            torch_zoo.predict_logits(m, s, "cpu", max_batch_bits)  # batched as the evaluate stage does
             return time.perf_counter() - start
 
         if family in PER_SEQUENCE:
@@ -255,7 +255,7 @@ def measure(args: argparse.Namespace, params: Any, cfg: dict[str, Any]) -> dict[
     r["train_ratio_vs_notebook"] = ratios(seqs_per_s)
     r["eval_skipped"] = {}
     for key, length in (("eval_1k_s", 1_000), ("eval_100k_s", 100_000)):
-        r[key], skipped = bench_eval(length, args.repeats, args.eval_budget)
+        r[key], skipped = bench_eval(length, args.repeats, args.eval_budget, params.evaluate.max_batch_bits)
         r["eval_skipped"] |= {f"{key}.{family}": why for family, why in skipped.items()}
     say(f"XOR study: {len(XOR_SHAPES)} shapes x {args.repeats} ...")
     shapes = [params.variants[name] for name in XOR_SHAPES]
