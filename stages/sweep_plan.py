@@ -93,6 +93,7 @@ def _trial_doc(base: dict[str, Any], sweep: Sweep, group: str, variant: str,
         for key, value in layer.items():
             set_dotted(doc, key, value, variant)
     doc["variants"] = {variant: doc["variants"][variant]}  # a trial trains its variant only
+    doc.pop("seeds", None)  # and runs no seeds check: the sweep's own seeds are its trials
     return doc
 
 
