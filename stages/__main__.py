@@ -41,7 +41,7 @@ WIDTH = max(100, shutil.get_terminal_size().columns)
 def cli() -> None:
     """paritylab: XOR gate and bit-parity experiments as a DVC pipeline tracked in MLflow.
 
-    The pipeline stages (generate, train, evaluate, report) are run by `dvc repro`;
+    The pipeline stages (generate, train, evaluate, seeds, report) are run by `dvc repro`;
     the other commands are for looking at data, using models and guarding results.
     """
 
