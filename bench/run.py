@@ -77,15 +77,18 @@ def throughput(make_step: Callable[[], Step], batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
-def torch_step(family: str, seqs: Any, cfg: dict[str, Any]) -> Step:
-    """A fresh model of ``family`` and the pipeline's own step (models/torch_train.py) on ``seqs``."""
+def torch_step(family: str, seqs: Any, cfg: dict[str, Any], device: str = "cpu") -> Step:
+    """A fresh model of ``family`` on ``device`` and the pipeline's own step (models/torch_train.py).
+
+    Each step reads its loss back (``loss.item()``), so on a GPU a timed step has finished.
+    """
     from models import torch_zoo
     from models.results import Progress
     from models.torch_train import Sampler, _optimizer, _step
 
     torch.manual_seed(0)
-    model = torch_zoo.build(family, hidden_size=HIDDEN).train()
-    sampler, optimizer, state = Sampler(seqs, "cpu", 0), _optimizer(model, cfg), Progress()
+    model = torch_zoo.build(family, hidden_size=HIDDEN).to(device).train()
+    sampler, optimizer, state = Sampler(seqs, device, 0), _optimizer(model, cfg), Progress()
     criterion = torch_zoo.loss_fn(family)
     return lambda: _step(model, criterion, optimizer, sampler, cfg, state)
 
