@@ -31,7 +31,7 @@ def test_input_noise_is_seeded_and_zero_noise_leaves_the_bits() -> None:
 def test_default_settings_solve_long_parity_from_every_seed(family: str) -> None:
     """A reduced seeds check (3 seeds, 3,000 training sequences of lengths 1-20): each seed must
     get every held-out sequence of lengths 50-100 and 1,000 right. The full check (10 seeds,
-    10,000 sequences per bucket) is the pipeline's `seeds` stage."""
+    10,000 sequences per bucket) is the pipeline's `seeds@VARIANT` stages."""
     data = {"train": random_seqs(3000, 1, 20, seed=10), "val": random_seqs(500, 1, 20, seed=11), "probe": None}
     cfg = Training().model_dump()  # the defaults params.yaml documents
     held_out = [random_seqs(500, 50, 100, seed=12), random_seqs(50, 1000, 1000, seed=13)]
