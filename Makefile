@@ -26,8 +26,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install pinned dependencies
 
-repro: $(STAMP) ## Run the whole pipeline (dvc repro)
-	$(BIN)/dvc repro
+# DVC runs one stage at a time; `python -m stages repro` starts independent ones side by side.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+
+repro: $(STAMP) ## Run the whole pipeline (dvc repro, JOBS stages at a time; default: CPU count)
+	$(BIN)/python -m stages repro --jobs $(JOBS)
 
 test: $(STAMP) ## Run the test suite (fast; excludes slow tests)
 	$(BIN)/python -m pytest

@@ -72,21 +72,46 @@ def test_full_repro_writes_metrics(repo: Path) -> None:
 
 
 def test_second_repro_is_noop(repo: Path) -> None:
-    out = sh(DVC, "repro", cwd=repo).stdout
-    assert ran_stages(out) == set()
-    assert "up to date" in out.lower()
+    for command in ([DVC, "repro"], [sys.executable, "-m", "stages", "repro"]):
+        out = sh(*command, cwd=repo).stdout
+        assert ran_stages(out) == set(), command
+        assert "up to date" in out.lower(), command
+
+
+def _restore(repo: Path) -> None:
+    sh("git", "reset", "-q", "--hard", cwd=repo)  # autostage put the changes in the index
+    sh(DVC, "checkout", "-q", "--force", cwd=repo, check=False)
 
 
 def test_variant_change_reruns_only_that_variant(repo: Path) -> None:
+    """... with `dvc repro` and with `python -m stages repro -j 2`, to the same dvc.lock."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["variants"]["gru"]["hidden_size"] = 5
+    locks = []
+    for command in ([DVC, "repro"], [sys.executable, "-m", "stages", "repro", "-j", "2"]):
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        try:
+            out = sh(*command, cwd=repo).stdout
+            assert ran_stages(out) == {"train@gru", "evaluate@gru", "report"}, command
+            assert ran_stages(sh(DVC, "repro", cwd=repo).stdout) == set(), command
+            locks.append(yaml.safe_load((repo / "dvc.lock").read_text()))
+        finally:
+            _restore(repo)
+    assert locks[0] == locks[1]
+
+
+def test_parallel_repro_stops_at_a_failing_stage(repo: Path) -> None:
+    """A stage that fails: exit non-zero, its name said, the stages after it never started."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["variants"]["gru"]["hidden_size"] = 0
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     try:
-        out = sh(DVC, "repro", cwd=repo).stdout
-        assert ran_stages(out) == {"train@gru", "evaluate@gru", "report"}
+        proc = sh(sys.executable, "-m", "stages", "repro", cwd=repo, check=False)
+        assert proc.returncode == 1
+        assert "FAILED train@gru" in proc.stderr and "variants.gru.hidden_size" in proc.stdout
+        assert ran_stages(proc.stdout) == {"train@gru"}
     finally:
-        sh("git", "reset", "-q", "--hard", cwd=repo)  # autostage put the changes in the index
-        sh(DVC, "checkout", "-q", cwd=repo, check=False)
+        _restore(repo)
 
 
 def test_data_seed_change_reruns_everything(repo: Path) -> None:
@@ -103,8 +128,7 @@ def test_data_seed_change_reruns_everything(repo: Path) -> None:
         stages = ran_stages(sh(DVC, "repro", "--dry", cwd=repo).stdout)
         assert stages >= {f"{s}@{v}" for s in ("train", "evaluate") for v in params["variants"]}
     finally:
-        sh("git", "reset", "-q", "--hard", cwd=repo)  # autostage put the changes in the index
-        sh(DVC, "checkout", "-q", "--force", cwd=repo, check=False)
+        _restore(repo)
 
 
 def test_exp_run_and_show(repo: Path) -> None:

@@ -1,0 +1,128 @@
+"""``python -m stages repro``: ``dvc repro`` with independent stages run side by side.
+
+DVC runs one stage at a time, and every stage here is one CPU thread (params ``threads``),
+so a plain ``dvc repro`` leaves the other cores idle. DVC's documented way to use them is
+to start ``dvc repro`` on independent stages at once: it releases the repository lock while
+a stage's command runs and guards every path with a read/write lock. This command does that
+in dependency order:
+
+1. ``dvc status`` names the stages whose code, data, params or outputs changed; they and
+   every stage downstream of them are to run (a downstream stage whose inputs come out
+   bit-identical is skipped by DVC as usual).
+2. A stage starts, as ``dvc repro --single-item STAGE``, once every stage it depends on has
+   finished; at most ``jobs`` at a time, the longest chain of dependants first.
+3. A plain ``dvc repro`` then runs whatever is left (normally nothing), so the end state is
+   exactly what ``dvc repro`` leaves: the same ``dvc.lock`` and outputs. Results do not depend
+   on the order: each stage is seeded and single-threaded.
+
+Each child's output lines are printed prefixed with its stage name. A failing stage stops
+new starts; running ones finish; the exit status is non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+# The dvc beside the running python (the venv's), so it runs stages with the same packages.
+DVC = str(Path(sys.executable).with_name("dvc"))
+
+
+def _plan() -> tuple[list[str], dict[str, set[str]]]:
+    """-> (stages to run, in dvc.yaml order; stage -> the stages among them it depends on)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        graph = repo.index.graph  # edges: stage -> a stage it depends on
+        names = {stage: stage.addressing for stage in graph.nodes}
+        changed = set(repo.status())
+        todo = {s for s in graph.nodes if names[s] in changed}
+        for stage in list(todo):
+            todo |= nx.ancestors(graph, stage)  # the stages downstream of a changed one
+        order = [s for s in repo.index.stages if s in todo]  # dvc.yaml order
+        needs = {names[s]: {names[d] for d in nx.descendants(graph, s) if d in todo} for s in order}
+    return [names[s] for s in order], needs
+
+
+def _dependants(needs: dict[str, set[str]]) -> dict[str, int]:
+    """Stage -> how many stages wait on it, directly or not (run those first)."""
+    return {s: sum(s in deps for deps in needs.values()) for s in needs}
+
+
+# DVC's per-stage hints, said once at the end instead of once per stage.
+_HINTS = ("Use `dvc push`", "didn't change, skipping")
+
+
+def _pump(name: str | None, proc: subprocess.Popen) -> None:
+    """Copy a child's output to ours, each line prefixed with its stage, hints left out."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if not any(hint in line for hint in _HINTS):
+            click.echo(f"[{name}] {line.rstrip()}" if name else line.rstrip())
+
+
+def _start(args: list[str], name: str | None) -> tuple[subprocess.Popen, threading.Thread, float]:
+    proc = subprocess.Popen(
+        [DVC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    pump = threading.Thread(target=_pump, args=(name, proc), daemon=True)
+    pump.start()
+    return proc, pump, time.perf_counter()
+
+
+def _run_all(order: list[str], needs: dict[str, set[str]], jobs: int) -> list[str]:
+    """Run ``order`` by its dependencies, ``jobs`` at a time; -> the stages that failed."""
+    priority = _dependants(needs)
+    pending, done, failed = list(order), set(), []
+    running: dict[str, tuple[subprocess.Popen, threading.Thread, float]] = {}
+    try:
+        while running or (pending and not failed):
+            ready = [s for s in pending if needs[s] <= done] if not failed else []
+            for name in sorted(ready, key=lambda s: -priority[s])[: jobs - len(running)]:
+                pending.remove(name)
+                running[name] = _start(["--wait-for-lock", "repro", "--single-item", name], name)
+            time.sleep(0.1)
+            for name, (proc, pump, began) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                pump.join()
+                del running[name]
+                if proc.returncode == 0:
+                    done.add(name)
+                    click.echo(f"finished {name} in {time.perf_counter() - began:.1f} s "
+                               f"({len(done)}/{len(order)})")
+                else:
+                    failed.append(name)
+                    click.echo(f"FAILED {name} (exit {proc.returncode})"
+                               + ("; waiting for the running stages" if running else ""), err=True)
+    finally:  # on Ctrl-C (or any error here) stop the children: their MLflow runs end KILLED
+        for proc, _, _ in running.values():
+            proc.terminate()
+    return failed
+
+
+def main(jobs: int) -> None:
+    start = time.perf_counter()
+    order, needs = _plan()
+    if order:
+        click.echo(f"{len(order)} stages to run, {jobs} at a time: {', '.join(order)}")
+    if failed := _run_all(order, needs, jobs):
+        click.echo(f"error: {', '.join(failed)} failed; the stages after them did not run", err=True)
+        sys.exit(1)
+    # Whatever is left, by DVC's own rules (normally nothing): the end state is dvc repro's.
+    proc, pump, _ = _start(["--wait-for-lock", "repro"], None)
+    proc.wait()
+    pump.join()
+    if proc.returncode:
+        sys.exit(proc.returncode)
+    if order:
+        click.echo(f"Pipeline reproduced in {time.perf_counter() - start:.0f} s. "
+                   "Use `dvc push` to send your updates to remote storage.")
