@@ -60,20 +60,28 @@ def timed(args: list[str], cwd: Path) -> float:
 
 def bench_repro(
     params_file: Path, full_repeats: int, noop_repeats: int, say: Callable[[str], None] = print
-) -> tuple[float, float]:
-    """-> (median seconds of `dvc repro` from an empty cache, median seconds of a following no-op one).
+) -> dict[str, float]:
+    """Medians, in seconds, of: `dvc repro` from an empty cache (``repro_full_s``, one stage
+    at a time); `python -m stages repro` from an empty cache (``repro_full_parallel_s``, what
+    `make repro` runs: CPU-count stages at once); a following no-op `dvc repro` (``repro_noop_s``).
 
     Each full run gets a fresh copy; the no-op runs follow the last full run in its copy.
     Raises RuntimeError with the failing command's output tail.
     """
-    full, noop = [], []
+    commands = {"repro_full_s": [DVC, "repro"],
+                "repro_full_parallel_s": [sys.executable, "-m", "stages", "repro"]}
+    full: dict[str, list[float]] = {key: [] for key in commands}
+    noop = []
     for i in range(full_repeats):
-        with tempfile.TemporaryDirectory(prefix="paritylab-bench-", ignore_cleanup_errors=True) as tmp:
-            repo = Path(tmp)
-            fresh_repo(repo, params_file)
-            say(f"dvc repro with {params_file.name} from an empty cache ({i + 1}/{full_repeats}) ...")
-            full.append(timed([DVC, "repro"], repo))
-            for j in range(noop_repeats if i == full_repeats - 1 else 0):
-                say(f"dvc repro, nothing to do ({j + 1}/{noop_repeats}) ...")
-                noop.append(timed([DVC, "repro"], repo))
-    return statistics.median(full), statistics.median(noop)
+        for key, command in commands.items():
+            with tempfile.TemporaryDirectory(prefix="paritylab-bench-", ignore_cleanup_errors=True) as tmp:
+                repo = Path(tmp)
+                fresh_repo(repo, params_file)
+                say(f"{' '.join(Path(c).name for c in command)} with {params_file.name} from an empty "
+                    f"cache ({i + 1}/{full_repeats}) ...")
+                full[key].append(timed(command, repo))
+                for j in range(noop_repeats if i == full_repeats - 1 and key == "repro_full_s" else 0):
+                    say(f"dvc repro, nothing to do ({j + 1}/{noop_repeats}) ...")
+                    noop.append(timed([DVC, "repro"], repo))
+    return {key: statistics.median(times) for key, times in full.items()} | {
+        "repro_noop_s": statistics.median(noop)}

@@ -197,7 +197,7 @@ def table(r: dict[str, Any]) -> str:
         e1k, e100k = _fmt(r["eval_1k_s"].get(name), ".3f"), _fmt(r["eval_100k_s"].get(name), ".2f")
         lines.append(f"{name:<28}{v:>13,.0f}{ratio:>12}{e1k:>11}{e100k:>13}")
     lines += [f"  {key} is null: {why}" for key, why in r["eval_skipped"].items()]
-    for key in ("xor_study_s", "repro_full_s", "repro_noop_s", "peak_rss_mb", "peak_rss_self_mb",
+    for key in ("xor_study_s", "repro_full_s", "repro_full_parallel_s", "repro_noop_s", "peak_rss_mb", "peak_rss_self_mb",
                 "peak_rss_children_mb"):
         lines.append(f"{key:<28}{_fmt(r[key], '.1f'):>13}")
     m = r["machine"]
@@ -243,12 +243,11 @@ def measure(args: argparse.Namespace, params: Any, cfg: dict[str, Any]) -> dict[
     from bench.keras_parts import xor_study_seconds
     from bench.repro import bench_repro
 
-    r: dict[str, Any] = {"repro_full_s": None, "repro_noop_s": None, "peak_rss_children_mb": None}
+    r: dict[str, Any] = {"repro_full_s": None, "repro_full_parallel_s": None, "repro_noop_s": None,
+                         "peak_rss_children_mb": None}
     if not args.skip_repro:
         try:
-            r["repro_full_s"], r["repro_noop_s"] = bench_repro(
-                args.repro_params, args.repro_repeats, args.repeats, say
-            )
+            r |= bench_repro(args.repro_params, args.repro_repeats, args.repeats, say)
         except RuntimeError as e:  # keep the other figures; say why these are missing
             r["repro_error"] = str(e)
         r["peak_rss_children_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
