@@ -26,11 +26,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install pinned dependencies
 
-# DVC runs one stage at a time; `python -m stages repro` starts independent ones side by side.
-JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+# DVC runs one stage at a time; `python -m stages repro` starts independent ones side by side
+# (JOBS at once; by default one per CPU, at most one per 2 GB of memory).
+JOBS ?=
 
-repro: $(STAMP) ## Run the whole pipeline (dvc repro, JOBS stages at a time; default: CPU count)
-	$(BIN)/python -m stages repro --jobs $(JOBS)
+repro: $(STAMP) ## Run the whole pipeline (dvc repro, independent stages side by side; JOBS=N)
+	$(BIN)/python -m stages repro $(if $(JOBS),--jobs $(JOBS))
 
 test: $(STAMP) ## Run the test suite (fast; excludes slow tests)
 	$(BIN)/python -m pytest

@@ -89,9 +89,9 @@ def report(params_path: str) -> None:
 
 
 @cli.command()
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="CPU count",
-              help="Stages to run at once.")
-def repro(jobs: int) -> None:
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Stages to run at once.  [default: one per CPU, at most one per 2 GB of memory]")
+def repro(jobs: int | None) -> None:
     """dvc repro, with independent stages run side by side (`make repro` runs this)."""
     _run("repro", jobs=jobs)
 

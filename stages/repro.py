@@ -10,10 +10,11 @@ in dependency order:
    every stage downstream of them are to run (a downstream stage whose inputs come out
    bit-identical is skipped by DVC as usual).
 2. A stage starts, as ``dvc repro --single-item STAGE``, once every stage it depends on has
-   finished; at most ``jobs`` at a time, the longest chain of dependants first.
+   finished; at most ``jobs`` at a time; those with the most stages waiting on them first,
+   then in dvc.yaml order.
 3. A plain ``dvc repro`` then runs whatever is left (normally nothing), so the end state is
-   exactly what ``dvc repro`` leaves: the same ``dvc.lock`` and outputs. Results do not depend
-   on the order: each stage is seeded and single-threaded.
+   what ``dvc repro`` leaves: the same outputs, with the same hashes in ``dvc.lock``. Results
+   do not depend on the order: each stage is seeded and single-threaded.
 
 Each child's output lines are printed prefixed with its stage name. A failing stage stops
 new starts; running ones finish; the exit status is non-zero.
@@ -21,7 +22,9 @@ new starts; running ones finish; the exit status is non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +35,14 @@ import click
 
 # The dvc beside the running python (the venv's), so it runs stages with the same packages.
 DVC = str(Path(sys.executable).with_name("dvc"))
+STAGE_MEMORY = 2 << 30  # bytes one stage may take at its peak (measured: 1.2 GB)
+
+
+def default_jobs() -> int:
+    """One stage per CPU, as many as memory holds at STAGE_MEMORY each; at least one."""
+    import psutil
+
+    return max(1, min(os.cpu_count() or 1, psutil.virtual_memory().total // STAGE_MEMORY))
 
 
 def _plan() -> tuple[list[str], dict[str, set[str]]]:
@@ -69,8 +80,8 @@ def _pump(name: str | None, proc: subprocess.Popen) -> None:
 
 
 def _start(args: list[str], name: str | None) -> tuple[subprocess.Popen, threading.Thread, float]:
-    proc = subprocess.Popen(
-        [DVC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(  # its own process group: _stop signals dvc and the stage together
+        [DVC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     pump = threading.Thread(target=_pump, args=(name, proc), daemon=True)
@@ -103,14 +114,33 @@ def _run_all(order: list[str], needs: dict[str, set[str]], jobs: int) -> list[st
                     failed.append(name)
                     click.echo(f"FAILED {name} (exit {proc.returncode})"
                                + ("; waiting for the running stages" if running else ""), err=True)
-    finally:  # on Ctrl-C (or any error here) stop the children: their MLflow runs end KILLED
-        for proc, _, _ in running.values():
-            proc.terminate()
+    finally:  # Ctrl-C, SIGTERM or an error here: stop what runs (each stage ends its MLflow run KILLED)
+        _stop([proc for proc, _, _ in running.values()])
     return failed
 
 
-def main(jobs: int) -> None:
+def _stop(procs: list[subprocess.Popen], grace_s: float = 30.0) -> None:
+    """SIGTERM to each child's process group (dvc and its stage), SIGKILL after ``grace_s``."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(jobs: int | None = None) -> None:
     start = time.perf_counter()
+    jobs = jobs or default_jobs()
+    signal.signal(signal.SIGTERM, _interrupt)  # so a killed run stops its stages too
     order, needs = _plan()
     if order:
         click.echo(f"{len(order)} stages to run, {jobs} at a time: {', '.join(order)}")
@@ -119,7 +149,11 @@ def main(jobs: int) -> None:
         sys.exit(1)
     # Whatever is left, by DVC's own rules (normally nothing): the end state is dvc repro's.
     proc, pump, _ = _start(["--wait-for-lock", "repro"], None)
-    proc.wait()
+    try:
+        proc.wait()
+    except BaseException:
+        _stop([proc])
+        raise
     pump.join()
     if proc.returncode:
         sys.exit(proc.returncode)

@@ -181,6 +181,39 @@ def test_sigterm_mid_training_kills_the_run_and_loses_nothing(repo: Path) -> Non
     assert ran_stages(out) == set()
 
 
+def test_sigterm_to_parallel_repro_stops_its_stages(repo: Path) -> None:
+    """SIGTERM to `python -m stages repro` mid-training: the stages it started stop too (their
+    MLflow runs KILLED, none left RUNNING) and the exit status is non-zero. DVC removes a
+    stage's outputs before running it; `dvc checkout` brings every one back from the cache."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["training"].update(max_steps=1_000_000, patience=0, eval_every=10)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    before = _output_hashes(repo)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "stages", "repro", "-j", "2"],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:  # wait until a stage is really training
+            if "] step 30/" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+        _restore(repo)  # the params back, and `dvc checkout`
+    assert proc.returncode != 0
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name("parity")
+    assert client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'") == []
+    assert client.search_runs([exp.experiment_id], "attributes.status = 'KILLED'")
+    assert _output_hashes(repo) == before
+
+
 def test_forced_rebuild_is_bit_identical(repo: Path) -> None:
     """`dvc repro --force` (torch, Keras and the XOR study) rewrites every output with the same bytes."""
     sh(DVC, "repro", "--force", cwd=repo)
