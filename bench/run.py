@@ -197,8 +197,8 @@ def table(r: dict[str, Any]) -> str:
         e1k, e100k = _fmt(r["eval_1k_s"].get(name), ".3f"), _fmt(r["eval_100k_s"].get(name), ".2f")
         lines.append(f"{name:<28}{v:>13,.0f}{ratio:>12}{e1k:>11}{e100k:>13}")
     lines += [f"  {key} is null: {why}" for key, why in r["eval_skipped"].items()]
-    for key in ("xor_study_s", "repro_full_s", "repro_full_parallel_s", "repro_noop_s", "peak_rss_mb", "peak_rss_self_mb",
-                "peak_rss_children_mb"):
+    for key in ("xor_study_s", "repro_full_s", "repro_full_parallel_s", "repro_noop_s", "peak_rss_mb",
+                "peak_rss_self_mb", "peak_rss_children_mb"):
         lines.append(f"{key:<28}{_fmt(r[key], '.1f'):>13}")
     m = r["machine"]
     lines.append(f"{m['cpu']}, {m['cpu_count']} CPUs, threads {r['threads']}, median of {r['repeats']}")

@@ -6,6 +6,8 @@ to start ``dvc repro`` on independent stages at once: it releases the repository
 a stage's command runs and guards every path with a read/write lock. This command does that
 in dependency order:
 
+0. ``params.yaml`` is validated first: a bad value stops everything before DVC removes
+   (or any stage touches) an output.
 1. ``dvc status`` names the stages whose code, data, params or outputs changed; they and
    every stage downstream of them are to run (a downstream stage whose inputs come out
    bit-identical is skipped by DVC as usual).
@@ -33,6 +35,9 @@ from pathlib import Path
 
 import click
 
+from stages.errors import UserError
+from stages.schema import load_params
+
 # The dvc beside the running python (the venv's), so it runs stages with the same packages.
 DVC = str(Path(sys.executable).with_name("dvc"))
 STAGE_MEMORY = 2 << 30  # bytes one stage may take at its peak (measured: 1.2 GB)
@@ -48,17 +53,21 @@ def default_jobs() -> int:
 def _plan() -> tuple[list[str], dict[str, set[str]]]:
     """-> (stages to run, in dvc.yaml order; stage -> the stages among them it depends on)."""
     import networkx as nx
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    with Repo() as repo:
-        graph = repo.index.graph  # edges: stage -> a stage it depends on
-        names = {stage: stage.addressing for stage in graph.nodes}
-        changed = set(repo.status())
-        todo = {s for s in graph.nodes if names[s] in changed}
-        for stage in list(todo):
-            todo |= nx.ancestors(graph, stage)  # the stages downstream of a changed one
-        order = [s for s in repo.index.stages if s in todo]  # dvc.yaml order
-        needs = {names[s]: {names[d] for d in nx.descendants(graph, s) if d in todo} for s in order}
+    try:  # a broken dvc.yaml, a missing dependency: one line and exit 2, not a traceback
+        with Repo() as repo:
+            graph = repo.index.graph  # edges: stage -> a stage it depends on
+            names = {stage: stage.addressing for stage in graph.nodes}
+            changed = set(repo.status())
+            todo = {s for s in graph.nodes if names[s] in changed}
+            for stage in list(todo):
+                todo |= nx.ancestors(graph, stage)  # the stages downstream of a changed one
+            order = [s for s in repo.index.stages if s in todo]  # dvc.yaml order
+            needs = {names[s]: {names[d] for d in nx.descendants(graph, s) if d in todo} for s in order}
+    except DvcException as e:
+        raise UserError(f"dvc: {e}") from None
     return [names[s] for s in order], needs
 
 
@@ -141,6 +150,7 @@ def main(jobs: int | None = None) -> None:
     start = time.perf_counter()
     jobs = jobs or default_jobs()
     signal.signal(signal.SIGTERM, _interrupt)  # so a killed run stops its stages too
+    load_params("params.yaml")  # every stage reads it: refuse a bad one before DVC touches anything
     order, needs = _plan()
     if order:
         click.echo(f"{len(order)} stages to run, {jobs} at a time: {', '.join(order)}")

@@ -100,16 +100,36 @@ def test_variant_change_reruns_only_that_variant(repo: Path) -> None:
     assert locks[0] == locks[1]
 
 
-def test_parallel_repro_stops_at_a_failing_stage(repo: Path) -> None:
-    """A stage that fails: exit non-zero, its name said, the stages after it never started."""
+def test_parallel_repro_refuses_bad_params_before_any_stage(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["variants"]["gru"]["hidden_size"] = 0
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    before = _output_hashes(repo)
     try:
         proc = sh(sys.executable, "-m", "stages", "repro", cwd=repo, check=False)
+        assert proc.returncode == 2
+        assert "variants.gru.hidden_size" in proc.stderr and ran_stages(proc.stdout) == set()
+        assert _output_hashes(repo) == before  # DVC did not even remove an output
+    finally:
+        _restore(repo)
+
+
+def test_parallel_repro_stops_at_a_failing_stage(repo: Path) -> None:
+    """A stage that fails (here: `device: cuda` without a GPU): exit 1, its name said, nothing
+    after it started."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["device"] = "cuda"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        proc = sh(sys.executable, "-m", "stages", "repro", "-j", "2", cwd=repo, check=False)
         assert proc.returncode == 1
-        assert "FAILED train@gru" in proc.stderr and "variants.gru.hidden_size" in proc.stdout
-        assert ran_stages(proc.stdout) == {"train@gru"}
+        assert "FAILED train@" in proc.stderr and "no CUDA GPU" in proc.stdout
+        ran = ran_stages(proc.stdout)
+        assert ran and all(s.startswith("train@") for s in ran) and len(ran) <= 2
     finally:
         _restore(repo)
 
