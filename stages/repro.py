@@ -76,7 +76,7 @@ def _dependants(needs: dict[str, set[str]]) -> dict[str, int]:
     return {s: sum(s in deps for deps in needs.values()) for s in needs}
 
 
-# DVC's per-stage hints, said once at the end instead of once per stage.
+# DVC's per-stage chatter, left out: the push hint is said once at the end.
 _HINTS = ("Use `dvc push`", "didn't change, skipping")
 
 
