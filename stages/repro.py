@@ -76,16 +76,19 @@ def _dependants(needs: dict[str, set[str]]) -> dict[str, int]:
     return {s: sum(s in deps for deps in needs.values()) for s in needs}
 
 
-# DVC's per-stage chatter, left out: the push hint is said once at the end.
+# DVC's per-stage chatter, left out: the push hint is said once at the end; a stage with
+# nothing to do shows as a "finished" line of a second or so.
 _HINTS = ("Use `dvc push`", "didn't change, skipping")
+_UP_TO_DATE = "Data and pipelines are up to date."  # news from the final dvc repro only
 
 
 def _pump(name: str | None, proc: subprocess.Popen) -> None:
     """Copy a child's output to ours, each line prefixed with its stage, hints left out."""
     assert proc.stdout is not None
     for line in proc.stdout:
-        if not any(hint in line for hint in _HINTS):
-            click.echo(f"[{name}] {line.rstrip()}" if name else line.rstrip())
+        if any(hint in line for hint in _HINTS) or (name and _UP_TO_DATE in line):
+            continue
+        click.echo(f"[{name}] {line.rstrip()}" if name else line.rstrip())
 
 
 def _start(args: list[str], name: str | None) -> tuple[subprocess.Popen, threading.Thread, float]:
