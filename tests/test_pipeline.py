@@ -22,15 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).with_name("dvc"))
 
 
-def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
+def stage_env(repo: Path) -> dict[str, str]:
+    """The environment every command here runs in: the venv first on PATH (dvc.yaml says
+    `python`) and the repository's own MLflow store, like a fresh clone would have."""
+    return {
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        # Each temporary repo has its own MLflow store, like a fresh clone would.
-        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db",
     }
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=stage_env(cwd), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -178,9 +182,9 @@ def test_sigterm_mid_training_kills_the_run_and_loses_nothing(repo: Path) -> Non
     params["training"].update(max_steps=1_000_000, patience=0, eval_every=10)
     (repo / "long.yaml").write_text(yaml.safe_dump(params))
     before = _output_hashes(repo)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"}
     proc = subprocess.Popen([sys.executable, "-m", "stages", "train", "lstm", "--params", "long.yaml"],
-                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=repo, env=stage_env(repo), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         for line in proc.stdout:  # wait until it is really training
             if line.startswith("step 30/"):
@@ -213,10 +217,9 @@ def test_sigterm_to_parallel_repro_stops_its_stages(repo: Path) -> None:
     params["training"].update(max_steps=1_000_000, patience=0, eval_every=10)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     before = _output_hashes(repo)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.Popen([sys.executable, "-m", "stages", "repro", "-j", "2"],
-                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=repo, env=stage_env(repo), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         for line in proc.stdout:  # wait until a stage is really training
             if "] step 30/" in line:
