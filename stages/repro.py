@@ -92,6 +92,7 @@ def _pump(name: str | None, proc: subprocess.Popen) -> None:
 
 
 def _start(args: list[str], name: str | None) -> tuple[subprocess.Popen, threading.Thread, float]:
+    """Start ``dvc ARGS``; a thread copies its output (see _pump). -> (process, thread, start time)."""
     proc = subprocess.Popen(  # its own process group: _stop signals dvc and the stage together
         [DVC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"},
