@@ -11,7 +11,12 @@ import shutil
 import sys
 from importlib import import_module
 
-import click
+if __name__ == "__main__" and os.environ.get("PARITYLAB_WARM"):  # run by `stages repro`: see warm.py
+    from stages.warm import delegate
+
+    delegate(os.environ["PARITYLAB_WARM"])  # exits as the command did, or returns: no server
+
+import click  # noqa: E402  (a warm-started command gets here only in the server's child)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
 # MLflow's usage telemetry starts a thread and a network call in every stage process (0.25 s
@@ -91,9 +96,11 @@ def report(params_path: str) -> None:
 @cli.command()
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Stages to run at once.  [default: one per CPU, at most one per 2 GB of memory]")
-def repro(jobs: int | None) -> None:
+@click.option("--cold", is_flag=True,
+              help="Start every stage as a fresh process (no server with torch and MLflow preloaded).")
+def repro(jobs: int | None, cold: bool) -> None:
     """dvc repro, with independent stages run side by side (`make repro` runs this)."""
-    _run("repro", jobs=jobs)
+    _run("repro", jobs=jobs, warm=not cold)
 
 
 @cli.command()

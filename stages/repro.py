@@ -19,24 +19,30 @@ in dependency order:
    do not depend on the order: each stage is seeded and single-threaded.
 
 Each child's output lines are printed prefixed with its stage name. A failing stage stops
-new starts; running ones finish; the exit status is non-zero.
+new starts; running ones finish; the exit status is non-zero. Stage commands start warm:
+forked from a server that has torch and MLflow imported already (stages/warm.py), unless
+``--cold``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from stages.errors import UserError
 from stages.schema import load_params
+from stages.warm import ENV, GRACE_S
 
 # The dvc beside the running python (the venv's), so it runs stages with the same packages.
 DVC = str(Path(sys.executable).with_name("dvc"))
@@ -89,6 +95,34 @@ def _pump(name: str | None, proc: subprocess.Popen) -> None:
         if any(hint in line for hint in _HINTS) or (name and _UP_TO_DATE in line):
             continue
         click.echo(f"[{name}] {line.rstrip()}" if name else line.rstrip())
+
+
+@contextlib.contextmanager
+def _warm_server(enabled: bool) -> Iterator[None]:
+    """While inside, stage commands run by dvc are forked from one server (stages/warm.py).
+
+    It takes a few seconds to import torch and MLflow; a stage started before it listens
+    starts cold, as without it.
+    """
+    if not enabled:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="paritylab-warm-")
+    socket_path = os.path.join(folder, "socket")
+    server = subprocess.Popen([sys.executable, "-m", "stages.warm", socket_path], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, start_new_session=True)
+    os.environ[ENV] = socket_path
+    try:
+        yield
+    finally:
+        del os.environ[ENV]
+        server.terminate()  # it stops its children, if any are left, and exits
+        try:
+            server.wait(timeout=GRACE_S + 5)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _start(args: list[str], name: str | None) -> tuple[subprocess.Popen, threading.Thread, float]:
@@ -150,7 +184,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(jobs: int | None = None) -> None:
+def main(jobs: int | None = None, warm: bool = True) -> None:
     start = time.perf_counter()
     jobs = jobs or default_jobs()
     signal.signal(signal.SIGTERM, _interrupt)  # so a killed run stops its stages too
@@ -158,7 +192,9 @@ def main(jobs: int | None = None) -> None:
     order, needs = _plan()
     if order:
         click.echo(f"{len(order)} stages to run, {jobs} at a time: {', '.join(order)}")
-    if failed := _run_all(order, needs, jobs):
+    with _warm_server(warm and bool(order)):
+        failed = _run_all(order, needs, jobs)
+    if failed:
         click.echo(f"error: {', '.join(failed)} failed; the stages after them did not run", err=True)
         sys.exit(1)
     # Whatever is left, by DVC's own rules (normally nothing): the end state is dvc repro's.
