@@ -17,8 +17,7 @@ def keras_step(seqs: Any, cfg: dict[str, Any], threads: int, hidden_size: int) -
 
     cfg: training settings (batch_size, optimizer, lr, clip_grad_norm) as params.yaml's.
     """
-    import tensorflow  # noqa: F401
-
+    _import_tensorflow()
     from models import keras_lstm
     from models.keras_train import Sampler, _optimizer, _train_step
     from stages.schema import ParityVariant
@@ -37,8 +36,7 @@ def keras_step(seqs: Any, cfg: dict[str, Any], threads: int, hidden_size: int) -
 
 def xor_study_seconds(variants: list[Any], threads: int, progress: Callable[[str], Any]) -> float:
     """Seconds for models.xor_mlp.run_study of every variant (XorVariant) in turn, seeds from 0."""
-    import tensorflow  # noqa: F401
-
+    _import_tensorflow()
     from models import xor_mlp
     from stages.seeding import seed_everything
 
@@ -47,3 +45,10 @@ def xor_study_seconds(variants: list[Any], threads: int, progress: Callable[[str
     for cfg in variants:
         xor_mlp.run_study(cfg, xor_mlp.XOR_X, xor_mlp.XOR_Y, seed0=0, progress=progress)
     return time.perf_counter() - start
+
+
+def _import_tensorflow() -> None:
+    """As the stages import it: on the configured device, its start-up lines held back."""
+    from stages.device import configure_tensorflow_device
+
+    configure_tensorflow_device("auto")

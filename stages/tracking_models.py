@@ -91,8 +91,11 @@ def log_keras_model(model: Any, input_example: np.ndarray, *, name: str = "model
     The signature's input shape is the model's own (None -> free), so a recurrent model
     built on ``Input((None, 1))`` accepts any length: (batch, time, 1) -> (batch, 1).
     """
+    import keras
     import mlflow.tensorflow
 
+    # MLflow checks the input example with model.predict: no progress bar in the stage's log.
+    keras.utils.disable_interactive_logging()
     x = np.asarray(input_example, dtype=np.float32)
     y = np.asarray(model(x, training=False))
     in_shape = tuple(-1 if d is None else int(d) for d in model.input_shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,28 @@ def test_input_noise_never_touches_the_padding():
     pad = clean == keras_lstm.PAD
     assert pad.any() and np.array_equal(noisy[pad], clean[pad])  # the mask still finds the end
     assert 0.05 < float(np.abs(noisy[~pad] - clean[~pad]).mean()) < 0.12
+
+
+def test_tensorflow_start_up_lines_are_held_back_and_nothing_else(capfd) -> None:
+    """TensorFlow's native start-up lines (before TF_CPP_MIN_LOG_LEVEL applies) are dropped;
+    other lines on file descriptor 2 still come out, in order."""
+    from stages.device import TF_CHATTER, _held_back
+
+    capfd.readouterr()
+    with _held_back(TF_CHATTER):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1795999113.324972   19470 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"E0000 00:00:1795998620.495211   17966 util.cc:131] a real native error\n")
+        os.write(2, b"W0000 00:00:1795998620.495211   17966 other.cc:1] and a warning\n")
+    assert capfd.readouterr().err == ("E0000 00:00:1795998620.495211   17966 util.cc:131] a real native error\n"
+                                      "W0000 00:00:1795998620.495211   17966 other.cc:1] and a warning\n")
+
+
+def test_a_stage_importing_tensorflow_prints_nothing_on_stderr() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "from stages.device import configure_tensorflow_device as c; "
+                           "print(c('auto'))"], capture_output=True, text=True, cwd=Path(__file__).parents[1],
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0 and proc.stdout in ("cpu\n", "gpu\n") and proc.stderr == "", proc.stderr
