@@ -15,8 +15,8 @@ answers.
 
 Protocol, one connection per command: the client sends a 4-byte length with its three
 standard-stream descriptors (SCM_RIGHTS), then that many bytes of JSON {argv, cwd, env,
-path0}; the server answers ``pid N`` once the child runs and ``status S`` (a wait status)
-when it ends.
+path0, executable}; the server answers ``pid N`` once the child runs and ``status S`` (a
+wait status) when it ends, or ``cold`` (run yourself) to a command of another interpreter.
 """
 
 from __future__ import annotations
@@ -55,13 +55,17 @@ def delegate(path: str) -> None:
         sock.close()
         return
     env = {k: v for k, v in os.environ.items() if k != ENV}  # the child runs the command itself
-    job = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": env, "path0": sys.path[0]}).encode()
+    job = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": env, "path0": sys.path[0],
+                      "executable": sys.executable}).encode()
     socket.send_fds(sock, [struct.pack("!I", len(job))], [0, 1, 2])
     sock.sendall(job)
     reply = sock.makefile("r")
     line = reply.readline()
     if not line:
         sys.exit(f"error: the warm-start server ({path}) went away; rerun, or use `repro --cold`")
+    if line.startswith("cold"):  # another interpreter than the server's: nothing ran
+        sock.close()
+        return
     pid = int(line.split()[1])
     for signum in FORWARDED:
         signal.signal(signum, lambda s, _f: _signal(pid, s))
@@ -143,6 +147,12 @@ class _Server:
     def _fork(self, conn: socket.socket, _address: Any) -> dict[str, Any] | None:
         """Fork a child for the job on ``conn``; -> the job in the child, None in the server."""
         job = _receive(conn)
+        if job["executable"] != sys.executable:  # its packages may differ from those preloaded here
+            for fd in job["fds"]:
+                os.close(fd)
+            _send(conn, "cold")
+            conn.close()
+            return None
         pid = os.fork()
         if pid == 0:  # the child: drop the server's state
             signal.set_wakeup_fd(-1)
@@ -217,7 +227,8 @@ def run(job: dict[str, Any]) -> None:
     for target, fd in enumerate(job["fds"]):
         os.dup2(fd, target)
         os.close(fd)
-    sys.stdout.reconfigure(line_buffering=os.isatty(1))
+    unbuffered = bool(job["env"].get("PYTHONUNBUFFERED"))  # stages/repro.py sets it, to show progress live
+    sys.stdout.reconfigure(line_buffering=unbuffered or os.isatty(1), write_through=unbuffered)
     os.chdir(job["cwd"])
     os.environ.clear()
     os.environ.update(job["env"])

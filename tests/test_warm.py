@@ -95,3 +95,20 @@ def test_without_a_server_the_command_runs_itself(tmp_path: Path, data_dir: Path
                    "--data-dir", str(data_dir), stdout=subprocess.PIPE)
     out, _ = cold.communicate(timeout=60)
     assert cold.returncode == 0 and len(out.splitlines()) == 2
+
+
+def test_a_command_of_another_interpreter_is_told_to_run_itself(server) -> None:
+    """Its packages may not be the ones preloaded: the server forks nothing and says `cold`."""
+    import json
+    import socket
+    import struct
+
+    proc, path = server
+    job = json.dumps({"argv": ["--help"], "cwd": str(ROOT), "env": {}, "path0": str(ROOT),
+                      "executable": "/elsewhere/bin/python"}).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        socket.send_fds(sock, [struct.pack("!I", len(job))], [0, 1, 2])
+        sock.sendall(job)
+        assert sock.makefile("r").readline() == "cold\n"
+    assert children(proc) == []
