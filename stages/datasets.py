@@ -181,6 +181,26 @@ def dataset_hashes(data_dir: str | Path = "data") -> dict[str, str]:
     return {name: entry["sha256"] for name, entry in load_manifest(data_dir)["files"].items()}
 
 
+def hashes_of(names: list[str], data_dir: str | Path = "data") -> dict[str, str]:
+    """dataset_hashes() of just ``names`` (those that exist): what a run records it used."""
+    hashes = dataset_hashes(data_dir)
+    return {n: hashes[n] for n in names if n in hashes}
+
+
+def training_sets(cfg: dict[str, Any], data_dir: str | Path = "data") -> dict[str, SeqSet | None]:
+    """The train, val and probe sets of resolved ``training`` settings; the probe is a fixed
+    subset (the first ``probe_count``) of a held-out bucket, or None without ``probe_bucket``."""
+    data: dict[str, SeqSet | None] = {
+        "train": load_bucket(cfg["train_bucket"], data_dir),
+        "val": load_bucket(cfg["val_bucket"], data_dir),
+        "probe": None,
+    }
+    if cfg.get("probe_bucket"):
+        probe = load_bucket(cfg["probe_bucket"], data_dir)
+        data["probe"] = probe.subset(np.arange(min(cfg["probe_count"], len(probe))))
+    return data
+
+
 def _checked_path(name: str, data_dir: str | Path, verify: bool) -> Path:
     """Path of dataset ``name``; with verify, its sha256 must match the manifest's."""
     data_dir = Path(data_dir)

@@ -19,7 +19,7 @@ from stages import datasets, tracking
 from stages import io as sio
 from stages.schema import KERAS_PARITY, Params, SearchVariant, XorVariant, eval_buckets, load_params
 from stages.stats import wilson
-from stages.train import _csv, get_variant, paths
+from stages.train import get_variant, paths
 
 
 def metrics_path(variant: str) -> Path:
@@ -149,7 +149,7 @@ def _evaluate_parity(params: Params, variant: str, v: Any) -> None:
               f"[{m['ci95_low']:.4f}, {m['ci95_high']:.4f}] n={m['n']}  ({seconds:.1f} s)", flush=True)
     by_length.sort(key=lambda r: r["length"])
     sio.write_json(metrics_path(variant), metrics)
-    sio.write_text(by_length_path(variant), _csv(by_length))
+    sio.write_text(by_length_path(variant), sio.csv_text(by_length))
     _log_evaluation(variant, "parity", model_file, metrics, timing)
 
 
@@ -178,7 +178,7 @@ def _evaluate_xor(params: Params, variant: str, v: XorVariant) -> None:
     sio.write_json(metrics_path(variant), metrics)
     seeds = [{"seed": params.seed + i, "accuracy": float(a), "margin": float(m)}
              for i, (a, m) in enumerate(zip(accuracy, margin, strict=True))]
-    sio.write_text(by_length_path(variant), _csv(seeds))  # XOR: final accuracy and margin per seed
+    sio.write_text(by_length_path(variant), sio.csv_text(seeds))  # XOR: final accuracy and margin per seed
     print(f"evaluate@{variant}: accuracy {metrics['accuracy']['xor_gate']:.3f}  "
           f"margin min {metrics['margin']['min']:.4f}  epochs to 100% median {study['epochs_to_100']['median']}")
     _log_evaluation(variant, "xor-gate", paths(variant)["model_dir"] / "study.npz", metrics, {})

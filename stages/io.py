@@ -7,7 +7,9 @@ place, so an interrupted stage never leaves a half-written file where a good one
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -57,6 +59,16 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows (dicts with the same keys) as CSV text: a header from the first row, "\\n" line ends."""
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
 
 
 def write_json(target: str | Path, obj: Any) -> None:

@@ -22,7 +22,6 @@ from stages import datasets, tracking
 from stages import io as sio
 from stages.errors import UserError
 from stages.schema import Params, load_params, resolved_training
-from stages.train import _csv, _parity_data, _used_hashes
 
 
 def paths(variant: str) -> dict[str, Path]:
@@ -41,13 +40,13 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     device = resolve_torch_device(params.device)
     training = resolved_training(params, variant)
     buckets = {b: datasets.load_bucket(b) for b in cfg.buckets}  # all checked before any work
-    data = _parity_data(training)
+    data = datasets.training_sets(training)
     tracking.check_store()
     tracking.install_sigterm_handler()
 
     run_params = {"seeds": cfg.model_dump(), "device": device, "threads": params.threads,
                   "model": params.variants[variant].model_dump(), "training": training}
-    hashes = _used_hashes([*cfg.buckets, training["train_bucket"], training["val_bucket"]])
+    hashes = datasets.hashes_of([*cfg.buckets, training["train_bucket"], training["val_bucket"]])
     with tracking.tracked_run("parity", f"seeds@{variant}", f"seeds@{variant}", run_params, data_hashes=hashes):
         rows = []
         for seed in range(cfg.seeds):
@@ -61,7 +60,7 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
         metrics = summarise(rows, cfg.buckets)
         p = paths(variant)
         sio.write_json(p["metrics"], metrics)
-        sio.write_text(p["plot"], _csv(rows))
+        sio.write_text(p["plot"], sio.csv_text(rows))
         tracking.log_summary(metrics)
         tracking.log_artifact(p["metrics"])
         tracking.log_artifact(p["plot"])

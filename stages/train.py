@@ -11,8 +11,6 @@ two reruns on the same CPU give byte-identical DVC outputs.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -63,30 +61,6 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
         _train_torch(params, variant, v)
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
-
-
-def _parity_data(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Training, validation and probe sets; the probe is a fixed subset of a held-out bucket."""
-    import numpy as np
-
-    data = {
-        "train": datasets.load_bucket(cfg["train_bucket"]),
-        "val": datasets.load_bucket(cfg["val_bucket"]),
-        "probe": None,
-    }
-    if cfg.get("probe_bucket"):
-        probe = datasets.load_bucket(cfg["probe_bucket"])
-        data["probe"] = probe.subset(np.arange(min(cfg["probe_count"], len(probe))))
-    return data
-
-
 def _run_params(params: Params, variant: str, device: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """The fully resolved settings recorded with the MLflow run."""
     return {
@@ -100,18 +74,13 @@ def _run_params(params: Params, variant: str, device: str, cfg: dict[str, Any]) 
     }
 
 
-def _used_hashes(buckets: list[str]) -> dict[str, str]:
-    hashes = datasets.dataset_hashes()
-    return {b: hashes[b] for b in buckets if b in hashes}
-
-
 def _write_parity(variant: str, result: Any, save_model) -> Path:
     """Write model dir, metrics JSON and history CSV atomically; return the model file."""
     p = paths(variant)
     with sio.atomic_path(p["model_dir"], is_dir=True) as tmp:
         save_model(tmp)
     sio.write_json(p["metrics"], result.metrics())
-    sio.write_text(p["curve"], _csv(result.history))
+    sio.write_text(p["curve"], sio.csv_text(result.history))
     return p["model_dir"]
 
 
@@ -120,7 +89,7 @@ def _train_torch(params: Params, variant: str, v: ParityVariant) -> None:
 
     device = resolve_torch_device(params.device)  # before any work: a missing GPU is an input error
     cfg = resolved_training(params, variant)
-    data = _parity_data(cfg)
+    data = datasets.training_sets(cfg)
     tracking.check_store()
     tracking.install_sigterm_handler()
 
@@ -130,7 +99,7 @@ def _train_torch(params: Params, variant: str, v: ParityVariant) -> None:
     seed_everything(params.seed, params.threads)
     config = {"family": v.family, "hidden_size": v.hidden_size, "num_layers": v.num_layers, "init": v.init}
     run_params = _run_params(params, variant, device, cfg)
-    hashes = _used_hashes([cfg["train_bucket"], cfg["val_bucket"], cfg.get("probe_bucket") or ""])
+    hashes = datasets.hashes_of([cfg["train_bucket"], cfg["val_bucket"], cfg.get("probe_bucket") or ""])
     with tracking.tracked_run("parity", variant, f"train@{variant}", run_params, data_hashes=hashes):
         model = torch_zoo.build(**config).to(device)
         result = torch_train.train(
@@ -149,7 +118,7 @@ def _train_keras(params: Params, variant: str, v: ParityVariant) -> None:
 
     device = configure_tensorflow_device(params.device)
     cfg = resolved_training(params, variant)
-    data = _parity_data(cfg)
+    data = datasets.training_sets(cfg)
     tracking.check_store()
     tracking.install_sigterm_handler()
 
@@ -159,7 +128,7 @@ def _train_keras(params: Params, variant: str, v: ParityVariant) -> None:
     seed_everything(params.seed, params.threads)
     config = {"family": v.family, "hidden_size": v.hidden_size, "num_layers": v.num_layers, "init": v.init}
     run_params = _run_params(params, variant, device, cfg)
-    hashes = _used_hashes([cfg["train_bucket"], cfg["val_bucket"], cfg.get("probe_bucket") or ""])
+    hashes = datasets.hashes_of([cfg["train_bucket"], cfg["val_bucket"], cfg.get("probe_bucket") or ""])
     with tracking.tracked_run("parity", variant, f"train@{variant}", run_params, data_hashes=hashes):
         model = keras_lstm.build(v)
         result = keras_lstm.train(
@@ -186,7 +155,7 @@ def _train_search(params: Params, variant: str, v: SearchVariant) -> None:
     seed_everything(params.seed, params.threads)
     config = {"family": "manual_rnn", "hidden_size": v.hidden_size, "num_layers": 1, "init": "default"}
     run_params = _run_params(params, variant, device, {})
-    hashes = _used_hashes([v.train_bucket, v.val_bucket])
+    hashes = datasets.hashes_of([v.train_bucket, v.val_bucket])
     with tracking.tracked_run("parity", variant, f"train@{variant}", run_params, data_hashes=hashes):
         weights, result = rnn_search.search(v, train, val, params.seed, log=tracking.log_metrics)
         model = torch_zoo.build(**config)
@@ -195,7 +164,7 @@ def _train_search(params: Params, variant: str, v: SearchVariant) -> None:
         with sio.atomic_path(p["model_dir"], is_dir=True) as tmp:
             torch_zoo.save(model, config, tmp / "model.pt")
         sio.write_json(p["metrics"], result.metrics())
-        sio.write_text(p["curve"], _csv([result.metrics()]))  # no curve: one row of search results
+        sio.write_text(p["curve"], sio.csv_text([result.metrics()]))  # no curve: one row of search results
         tracking.log_metrics({"train_seconds": result.seconds}, 0)
         tracking.set_model_hash(sio.sha256_file(p["model_dir"] / "model.pt"))
         tracking.log_torch_model(torch_zoo.ParityPredictor(model), _example_input())
@@ -215,14 +184,14 @@ def _train_xor(params: Params, variant: str, v: XorVariant) -> None:
     seed_everything(params.seed, params.threads)
     run_params = _run_params(params, variant, device, {})
     with tracking.tracked_run("xor-gate", variant, f"train@{variant}", run_params,
-                              data_hashes=_used_hashes(["xor_gate"])):
+                              data_hashes=datasets.hashes_of(["xor_gate"])):
         result = xor_mlp.run_study(v, x, y, seed0=params.seed)
         p = paths(variant)
         with sio.atomic_path(p["model_dir"], is_dir=True) as tmp:
             xor_mlp.save_study(result, v, tmp)
         summary = result.summary()
         sio.write_json(p["metrics"], summary)
-        sio.write_text(p["curve"], _csv(result.per_seed))
+        sio.write_text(p["curve"], sio.csv_text(result.per_seed))
         tracking.log_summary(summary)
         tracking.log_seed_table(result.per_seed)
         tracking.set_model_hash(sio.sha256_file(p["model_dir"] / "study.npz"))
