@@ -154,11 +154,15 @@ def test_tensorflow_start_up_lines_are_held_back_and_nothing_else(capfd) -> None
                                       "W0000 00:00:1795998620.495211   17966 other.cc:1] and a warning\n")
 
 
-def test_a_stage_importing_tensorflow_prints_nothing_on_stderr() -> None:
+def test_a_stage_importing_tensorflow_prints_no_start_up_lines() -> None:
     import subprocess
     import sys
 
     proc = subprocess.run([sys.executable, "-c", "from stages.device import configure_tensorflow_device as c; "
                            "print(c('auto'))"], capture_output=True, text=True, cwd=Path(__file__).parents[1],
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert proc.returncode == 0 and proc.stdout in ("cpu\n", "gpu\n") and proc.stderr == "", proc.stderr
+    assert proc.returncode == 0 and proc.stdout in ("cpu\n", "gpu\n"), proc.stderr
+    noise = ("absl::InitializeLog", "oneDNN custom operations", "cudart_stub", "failed call to cuInit")
+    assert not [line for line in proc.stderr.splitlines() if any(n in line for n in noise)], proc.stderr
+    if proc.stdout == "cpu\n":  # a GPU machine may say more (devices found, and so on)
+        assert proc.stderr == ""
