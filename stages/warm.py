@@ -147,7 +147,9 @@ class _Server:
     def _fork(self, conn: socket.socket, _address: Any) -> dict[str, Any] | None:
         """Fork a child for the job on ``conn``; -> the job in the child, None in the server."""
         job = _receive(conn)
-        if job["executable"] != sys.executable:  # its packages may differ from those preloaded here
+        if job is None:
+            return None
+        if job.get("executable") != sys.executable:  # its packages may differ from those preloaded here
             for fd in job["fds"]:
                 os.close(fd)
             _send(conn, "cold")
@@ -194,13 +196,23 @@ class _Server:
             conn.close()
 
 
-def _receive(conn: socket.socket) -> dict[str, Any]:
+def _receive(conn: socket.socket) -> dict[str, Any] | None:
+    """The job sent on ``conn``; None (all closed) if the command went away mid-request."""
     header, fds, _, _ = socket.recv_fds(conn, 4, 3)
-    (size,) = struct.unpack("!I", header)
     data = b""
-    while len(data) < size:
-        data += conn.recv(size - len(data))
-    return {**json.loads(data), "fds": fds}
+    try:
+        (size,) = struct.unpack("!I", header)
+        while len(data) < size:
+            chunk = conn.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("the command went away")
+            data += chunk
+        return {**json.loads(data), "fds": fds}
+    except (OSError, ValueError, struct.error):
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return None
 
 
 def _send(conn: socket.socket, line: str) -> None:

@@ -112,3 +112,15 @@ def test_a_command_of_another_interpreter_is_told_to_run_itself(server) -> None:
         sock.sendall(job)
         assert sock.makefile("r").readline() == "cold\n"
     assert children(proc) == []
+
+
+def test_a_command_gone_mid_request_leaves_the_server_serving(server, data_dir: Path) -> None:
+    import socket
+    import struct
+
+    proc, path = server
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        socket.send_fds(sock, [struct.pack("!I", 1000)], [0, 1, 2])
+        sock.sendall(b'{"argv": ')  # and gone
+    test_output_and_exit_status_are_the_commands(server, data_dir)
