@@ -45,15 +45,40 @@ GRACE_S = 30.0  # a child whose command is gone gets SIGTERM, then SIGKILL this 
 def delegate(path: str) -> None:
     """Run this command (sys.argv) in a child of the server at ``path`` and exit as it does.
 
-    Returns, having done nothing, when no server is listening there: the caller then runs
-    the command itself.
+    Returns, having done nothing, when no server is listening there (or it says ``cold``):
+    the caller then runs the command itself.
     """
+    # Held until the child's pid is known, then forwarded: a SIGTERM in between would
+    # otherwise end this command alone, and the child only later, when the server notices.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        pid, reply = _start_child(path)
+        if pid is not None:
+            for signum in FORWARDED:
+                signal.signal(signum, lambda s, _f: _signal(pid, s))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    if pid is None:
+        return
+    line = reply.readline()
+    if not line:  # the server was killed: so, with it, was the child
+        sys.exit(f"error: the warm-start server ({path}) went away while the command ran")
+    status = int(line.split()[1])
+    if os.WIFSIGNALED(status):  # end by the same signal, so whoever waits on us sees what happened
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    sys.exit(os.waitstatus_to_exitcode(status))
+
+
+def _start_child(path: str) -> tuple[int | None, Any]:
+    """Send this command to the server; -> (the child's pid, the reply stream), or (None, None)
+    if there is no server or it answers ``cold``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError:
         sock.close()
-        return
+        return None, None
     env = {k: v for k, v in os.environ.items() if k != ENV}  # the child runs the command itself
     job = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": env, "path0": sys.path[0],
                       "executable": sys.executable}).encode()
@@ -65,18 +90,8 @@ def delegate(path: str) -> None:
         sys.exit(f"error: the warm-start server ({path}) went away; rerun, or use `repro --cold`")
     if line.startswith("cold"):  # another interpreter than the server's: nothing ran
         sock.close()
-        return
-    pid = int(line.split()[1])
-    for signum in FORWARDED:
-        signal.signal(signum, lambda s, _f: _signal(pid, s))
-    line = reply.readline()
-    if not line:  # the server was killed: so, with it, was the child
-        sys.exit(f"error: the warm-start server ({path}) went away while the command ran")
-    status = int(line.split()[1])
-    if os.WIFSIGNALED(status):  # end by the same signal, so whoever waits on us sees what happened
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
-    sys.exit(os.waitstatus_to_exitcode(status))
+        return None, None
+    return int(line.split()[1]), reply
 
 
 # --- server ---------------------------------------------------------------------------------
