@@ -11,10 +11,11 @@ import shutil
 import sys
 from importlib import import_module
 
-if __name__ == "__main__" and os.environ.get("PARITYLAB_WARM"):  # run by `stages repro`: see warm.py
-    from stages.warm import delegate
+if __name__ == "__main__":
+    from stages import warm
 
-    delegate(os.environ["PARITYLAB_WARM"])  # exits as the command did, or returns: no server
+    if os.environ.get(warm.ENV):  # run by `stages repro`: hand the command to its server
+        warm.delegate(os.environ[warm.ENV])  # exits as the command did, or returns: no server
 
 import click  # noqa: E402  (a warm-started command gets here only in the server's child)
 
