@@ -11,13 +11,12 @@ from collections.abc import Iterator
 
 from stages.errors import UserError
 
-# TensorFlow's native start-up lines: printed before its logging is set up, so
-# TF_CPP_MIN_LOG_LEVEL cannot stop them (and twice: two of its libraries log). Held back;
-# every other line on stderr passes.
+# TensorFlow's native start-up lines (TF 2.21 prints each twice): they come before its logging
+# is set up, so TF_CPP_MIN_LOG_LEVEL cannot stop them. Held back; every other line passes.
 TF_CHATTER = re.compile(
     rb"WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|I0000 \S+ +\d+ (port|cudart_stub)\.cc:"  # "oneDNN custom operations are on", "no CUDA drivers"
-    rb"|E0000 \S+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit"  # no GPU here: said by device: below
+    rb"|E0000 \S+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit"  # no GPU: `device: cuda` says so itself
 )
 
 
