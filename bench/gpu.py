@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import random_seqs, throughput, torch_step  # noqa: E402
-from models import torch_zoo  # noqa: E402
-from stages.schema import Training  # noqa: E402
+from models.torch_rnn import zoo as torch_zoo  # noqa: E402
+from stages.core.params import Training  # noqa: E402
 
 FAMILIES = ("rnn_packed", "manual_rnn", "manual_lstm", "lstm", "gru")
 

@@ -1,7 +1,7 @@
 """The benchmark's TensorFlow parts: the Keras parity LSTM's training step and the XOR study.
 
 Kept apart so TensorFlow is imported only when these run (it costs seconds and ~0.5 GB),
-and imported before stages.seeding.seed_everything, which configures only the frameworks
+and imported before stages.core.seeding.seed_everything, which configures only the frameworks
 already loaded; the pipeline's stages do the same.
 """
 
@@ -18,10 +18,10 @@ def keras_step(seqs: Any, cfg: dict[str, Any], threads: int, hidden_size: int) -
     cfg: training settings (batch_size, optimizer, lr, clip_grad_norm) as params.yaml's.
     """
     _import_tensorflow()
-    from models import keras_lstm
-    from models.keras_train import Sampler, _optimizer, _train_step
-    from stages.schema import ParityVariant
-    from stages.seeding import seed_everything
+    from models.keras_lstm import model as keras_lstm
+    from models.keras_lstm.train import Sampler, _optimizer, _train_step
+    from stages.core.params import ParityVariant
+    from stages.core.seeding import seed_everything
 
     seed_everything(0, threads)
     model = keras_lstm.build(ParityVariant(family="keras_lstm", hidden_size=hidden_size))
@@ -37,8 +37,8 @@ def keras_step(seqs: Any, cfg: dict[str, Any], threads: int, hidden_size: int) -
 def xor_study_seconds(variants: list[Any], threads: int, progress: Callable[[str], Any]) -> float:
     """Seconds for models.xor_mlp.run_study of every variant (XorVariant) in turn, seeds from 0."""
     _import_tensorflow()
-    from models import xor_mlp
-    from stages.seeding import seed_everything
+    from models.xor_mlp import study as xor_mlp
+    from stages.core.seeding import seed_everything
 
     seed_everything(0, threads)
     start = time.perf_counter()
@@ -49,6 +49,6 @@ def xor_study_seconds(variants: list[Any], threads: int, progress: Callable[[str
 
 def _import_tensorflow() -> None:
     """As the stages import it: on the configured device, its start-up lines held back."""
-    from stages.device import configure_tensorflow_device
+    from stages.core.device import configure_tensorflow_device
 
     configure_tensorflow_device("auto")

@@ -57,8 +57,8 @@ def median_of(repeats: int, measure: Callable[[], float]) -> float:
 
 
 def random_seqs(count: int, lo: int, hi: int, seed: int = 0) -> Any:
-    """An in-memory stages.datasets.SeqSet: ``count`` random bit strings, lengths uniform in [lo, hi]."""
-    from stages.datasets import SeqSet
+    """An in-memory stages.core.data.SeqSet: ``count`` random bit strings, lengths uniform in [lo, hi]."""
+    from stages.core.data import SeqSet
 
     rng = np.random.default_rng(seed)
     lengths = rng.integers(lo, hi + 1, size=count, dtype=np.int64)
@@ -82,9 +82,9 @@ def torch_step(family: str, seqs: Any, cfg: dict[str, Any], device: str = "cpu")
 
     Each step reads its loss back (``loss.item()``), so on a GPU a timed step has finished.
     """
-    from models import torch_zoo
-    from models.results import Progress
-    from models.torch_train import Sampler, _optimizer, _step
+    from models.common import Progress
+    from models.torch_rnn import zoo as torch_zoo
+    from models.torch_rnn.train import Sampler, _optimizer, _step
 
     torch.manual_seed(0)
     model = torch_zoo.build(family, hidden_size=HIDDEN).to(device).train()
@@ -132,7 +132,7 @@ def bench_eval(
     -> (seconds or None by family, reason by skipped family). A per-sequence family whose
     2-sequence probe predicts more than ``budget_s`` is skipped.
     """
-    from models import torch_zoo
+    from models.torch_rnn import zoo as torch_zoo
 
     seqs = random_seqs(EVAL_COUNT, length, length, seed=length)
     times: dict[str, float | None] = {}
@@ -271,9 +271,9 @@ def measure(args: argparse.Namespace, params: Any, cfg: dict[str, Any]) -> dict[
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, write the JSON atomically, print the table; 1 if dvc repro failed."""
     args = parse_args(argv)
-    from stages.io import write_json
-    from stages.schema import load_params
-    from stages.seeding import seed_everything
+    from stages.core.files import write_json
+    from stages.core.params import load_params
+    from stages.core.seeding import seed_everything
 
     seed_everything(0, args.threads)  # as every stage does: seeds, determinism switches, threads
     params = load_params(ROOT / "params.yaml")

@@ -1,7 +1,8 @@
 """Command line of paritylab: ``python -m stages --help``.
 
-Each command imports its stage module only when run, so ``--help`` and the
-commands that need neither torch nor TensorFlow start fast.
+Each command imports its module only when run, so ``--help`` and the commands that need
+neither torch nor TensorFlow start fast. The DVC stages live in stages/pipeline/ (one module
+per stage and engine); the other commands in stages/commands/ and stages/sweep/.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import os
 import shutil
 import sys
 from importlib import import_module
+from importlib.util import find_spec
 
-if __name__ == "__main__":
-    from stages import warm
+# Run by an interpreter without the project's packages (`python` outside the venv, say): one
+# line that says so, not a traceback from deep inside a stage. find_spec imports nothing.
+_NEEDED = ("click", "pydantic", "yaml", "numpy", "pandas", "psutil", "torch", "mlflow", "dvc")
+if _missing := [m for m in _NEEDED if find_spec(m) is None]:
+    sys.exit(f"error: {sys.executable} lacks the project's packages ({', '.join(_missing)}); "
+             "run `make setup`, then `source .venv/bin/activate` (or call .venv/bin/python)")
 
-    if os.environ.get(warm.ENV):  # run by `stages repro`: hand the command to its server
-        warm.delegate(os.environ[warm.ENV])  # exits as the command did, or returns: no server
-
-import click  # noqa: E402  (a warm-started command gets here only in the server's child)
+import click  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
 # MLflow's usage telemetry starts a thread and a network call in every stage process (0.25 s
@@ -31,14 +34,43 @@ PARAMS = click.option(
 
 
 def _run(module: str, func: str = "main", /, **kwargs):
-    """Call stages.<module>.<func>; turn UserError into one line on stderr and exit 2."""
-    from stages.errors import UserError
+    """Call stages.<module>.<func>; turn a user error into one line on stderr and exit 2."""
+    from models.common import ModelError
+    from stages.core.errors import UserError
 
     try:
+        if module.startswith("pipeline.") and os.environ.get("DVC_STAGE"):  # run by DVC: trust no stale dvc.yaml
+            from stages.commands.dag import check_stage
+
+            check_stage(os.environ["DVC_STAGE"], kwargs.get("params_path", "params.yaml"))
         return import_module(f"stages.{module}").__dict__[func](**kwargs)
-    except UserError as e:
+    except (UserError, ModelError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+def _engine(variant: str, params_path: str) -> str:
+    """The engine of a variant (torch, keras, search or xor): which stage module runs it."""
+    from stages.core.params import ENGINES, load_params, variant_of
+
+    return ENGINES[variant_of(load_params(params_path), variant).family]
+
+
+def _run_variant(stage: str, variant: str, params_path: str) -> None:
+    """Run stage ``train`` or ``evaluate`` of ``variant`` in its engine's module."""
+    from models.common import ModelError
+    from stages.core.errors import UserError
+
+    try:
+        engine = _engine(variant, params_path)
+    except (UserError, ModelError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    if engine == "xor":  # trained and judged together: stage xor
+        _run("pipeline.xor", variant=variant, params_path=params_path)
+    else:
+        module = "evaluate_torch" if stage == "evaluate" and engine == "search" else f"{stage}_{engine}"
+        _run(f"pipeline.{module}", variant=variant, params_path=params_path)
 
 
 # At least 100 columns, so each command's one-line purpose is shown whole (not cut with "...").
@@ -50,58 +82,75 @@ WIDTH = max(100, shutil.get_terminal_size().columns)
 def cli() -> None:
     """paritylab: XOR gate and bit-parity experiments as a DVC pipeline tracked in MLflow.
 
-    The pipeline stages (generate, train, evaluate, seeds, report) are run by `dvc repro`
+    The pipeline stages (generate, train, evaluate, seeds, xor, report) are run by `dvc repro`
     (or `repro`, several at once); the other commands are for looking at data, using models
     and guarding results.
     """
 
 
 @cli.command()
+@click.argument("name")
 @PARAMS
-def generate(params_path: str) -> None:
-    """Generate every dataset (XOR gate, parity buckets) and data/manifest.json."""
-    _run("generate", params_path=params_path)
+def generate(name: str, params_path: str) -> None:
+    """Generate one dataset, a bucket or xor_gate (stage generate-NAME): data/NAME.npz and .json."""
+    _run("pipeline.generate", name=name, params_path=params_path)
 
 
 @cli.command()
 @click.argument("variant")
 @PARAMS
 def train(variant: str, params_path: str) -> None:
-    """Train one variant and log it to MLflow (stage train@VARIANT)."""
-    _run("train", variant=variant, params_path=params_path)
+    """Train one variant and log it to MLflow (stage train-VARIANT)."""
+    _run_variant("train", variant, params_path)
 
 
 @cli.command()
 @click.argument("variant")
 @PARAMS
 def evaluate(variant: str, params_path: str) -> None:
-    """Evaluate one trained variant on its held-out buckets (stage evaluate@VARIANT)."""
-    _run("evaluate", variant=variant, params_path=params_path)
+    """Evaluate one trained variant on its held-out buckets (stage evaluate-VARIANT)."""
+    _run_variant("evaluate", variant, params_path)
 
 
 @cli.command()
 @click.argument("variant")
 @PARAMS
 def seeds(variant: str, params_path: str) -> None:
-    """Train a variant from seeds 0..N-1, count the seeds that solve (stage seeds@VARIANT)."""
-    _run("seeds", variant=variant, params_path=params_path)
+    """Train a variant from seeds 0..N-1, count the seeds that solve (stage seeds-VARIANT)."""
+    _run("pipeline.seeds", variant=variant, params_path=params_path)
+
+
+@cli.command()
+@click.argument("variant", required=False)
+@PARAMS
+def xor(variant: str | None, params_path: str) -> None:
+    """Train and judge every XOR gate variant, or one (stage xor)."""
+    _run("pipeline.xor", variant=variant, params_path=params_path)
 
 
 @cli.command()
 @PARAMS
 def report(params_path: str) -> None:
     """Build the tables, plots and report page under artifacts/report/."""
-    _run("report", params_path=params_path)
+    _run("pipeline.report", params_path=params_path)
 
 
 @cli.command()
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Stages to run at once.  [default: one per CPU, at most one per 2 GB of memory]")
-@click.option("--cold", is_flag=True,
-              help="Start every stage as a fresh process (no server with torch and MLflow preloaded).")
-def repro(jobs: int | None, cold: bool) -> None:
-    """dvc repro, with independent stages run side by side (`make repro` runs this)."""
-    _run("repro", jobs=jobs, warm=not cold)
+@click.option("--timeout", "timeout_s", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="Seconds a stage may run before it is stopped (and the run fails).")
+def repro(jobs: int | None, timeout_s: int) -> None:
+    """Write dvc.yaml, then dvc repro with independent stages side by side (`make repro`)."""
+    _run("commands.repro", jobs=jobs, timeout_s=timeout_s)
+
+
+@cli.command()
+@click.option("--check", is_flag=True, help="Only say whether dvc.yaml is up to date (exit 1 if not).")
+@PARAMS
+def dag(check: bool, params_path: str) -> None:
+    """Write dvc.yaml from params.yaml and the code's imports (every stage's exact deps)."""
+    _run("commands.dag", check=check, params_path=params_path)
 
 
 @cli.command()
@@ -110,7 +159,7 @@ def repro(jobs: int | None, cold: bool) -> None:
 @click.option("--data-dir", default="data", show_default=True, help="Dataset folder.")
 def data(bucket: str, limit: int | None, data_dir: str) -> None:
     """Print a dataset bucket as CSV (length,bits,parity) on stdout."""
-    _run("datasets", "print_bucket", bucket=bucket, limit=limit, data_dir=data_dir)
+    _run("core.data", "print_bucket", bucket=bucket, limit=limit, data_dir=data_dir)
 
 
 @cli.command()
@@ -119,7 +168,7 @@ def data(bucket: str, limit: int | None, data_dir: str) -> None:
               help="Git revision whose committed metrics are the baseline.")
 def check(params_path: str, baseline: str) -> None:
     """Regression gate: current metrics against the committed ones (exit 1 on regression)."""
-    _run("check", params_path=params_path, baseline=baseline)
+    _run("commands.check", params_path=params_path, baseline=baseline)
 
 
 @cli.command()
@@ -128,14 +177,14 @@ def check(params_path: str, baseline: str) -> None:
 @PARAMS
 def predict(variant: str, bits: tuple[str, ...], params_path: str) -> None:
     """Predict parity of bit strings (arguments, or stdin one per line): PARITY<TAB>P(1)."""
-    _run("predict", variant=variant, bits=bits, params_path=params_path)
+    _run("commands.predict", variant=variant, bits=bits, params_path=params_path)
 
 
 @cli.command()
 @click.argument("run_id")
 def rerun(run_id: str) -> None:
     """Rerun an MLflow run exactly (same commit, params, data) and compare its metrics."""
-    _run("rerun", run_id=run_id)
+    _run("commands.rerun", run_id=run_id)
 
 
 @cli.command()
@@ -144,7 +193,7 @@ def rerun(run_id: str) -> None:
 @PARAMS
 def sweep(sweep_file: str, address: str | None, params_path: str) -> None:
     """Run a grid or random search over params keys on Ray Tune, tracked in MLflow."""
-    _run("sweep", sweep_file=sweep_file, address=address, params_path=params_path)
+    _run("sweep.command", sweep_file=sweep_file, address=address, params_path=params_path)
 
 
 if __name__ == "__main__":

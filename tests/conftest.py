@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.schema import Data
+from helpers import generate_data
+from stages.core.params import Data
 
 # Small but shaped like params.yaml: short training data, a disjoint validation set,
 # held-out longer buckets, and one 10 x 100,000-bit bucket for the long-sequence paths.
@@ -27,11 +28,10 @@ def small_data() -> Data:
 @pytest.fixture(scope="session")
 def data_dir(small_data: Data, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data/ folder generated from ``small_data`` once per session; treat it as read-only."""
-    from stages.datasets import generate_all
-
     out = tmp_path_factory.mktemp("gen") / "data"
-    generate_all(small_data, out)
+    generate_data(small_data, out)
     return out
+
 
 
 @pytest.fixture

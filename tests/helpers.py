@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from stages.datasets import SeqSet
+from stages.core.data import SeqSet
+from stages.core.params import Data
 
 
 def random_seqs(n: int, lo: int, hi: int, seed: int = 0) -> SeqSet:
@@ -12,3 +15,12 @@ def random_seqs(n: int, lo: int, hi: int, seed: int = 0) -> SeqSet:
     rng = np.random.default_rng(seed)
     lengths = rng.integers(lo, hi + 1, n)
     return SeqSet.from_stream("toy", lengths, rng.integers(0, 2, int(lengths.sum())))
+
+
+def generate_data(data: Data, out: Path) -> None:
+    """Every dataset of ``data`` into ``out``, as the generate-NAME stages write them."""
+    from stages.pipeline.generate import dataset_names, generate
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in dataset_names(data):
+        generate(name, data, out)

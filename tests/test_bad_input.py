@@ -43,9 +43,9 @@ CASES = [
     ("unknown_top_key", _set("epochs", 5), ["train", "lstm"], None, ["epochs", "unknown key", "allowed"]),
     ("variant_key_typo", _set("variants.lstm.hiden_size", 8), ["train", "lstm"], None, ["variants.lstm.hiden_size", "allowed", "hidden_size"]),
     ("wrong_type", _set("variants.lstm.hidden_size", "big"), ["train", "lstm"], None, ["variants.lstm.hidden_size", "'big'", "integer"]),
-    ("zero_count", _set("data.buckets.train.count", 0), ["generate"], None, ["data.buckets.train.count", "0", "greater than 0"]),
-    ("negative_count", _set("data.buckets.val.count", -5), ["generate"], None, ["data.buckets.val.count", "-5"]),
-    ("min_gt_max", _set("data.buckets.train.min_len", 30), ["generate"], None, ["min_len (30)", "max_len (8)"]),
+    ("zero_count", _set("data.buckets.train.count", 0), ["generate", "train"], None, ["data.buckets.train.count", "0", "greater than 0"]),
+    ("negative_count", _set("data.buckets.val.count", -5), ["generate", "val"], None, ["data.buckets.val.count", "-5"]),
+    ("min_gt_max", _set("data.buckets.train.min_len", 30), ["generate", "train"], None, ["min_len (30)", "max_len (8)"]),
     ("hidden_zero", _set("variants.gru.hidden_size", 0), ["train", "gru"], None, ["variants.gru.hidden_size", "0"]),
     ("lr_zero", _set("training.lr", 0), ["train", "lstm"], None, ["training.lr", "0", "greater than 0"]),
     ("lr_negative_override", _set("variants.lstm.training", {"lr": -0.1}), ["train", "lstm"], None, ["variants.lstm.training.lr", "-0.1"]),
@@ -56,7 +56,7 @@ CASES = [
     ("no_variants", _set("variants", {}), ["train", "lstm"], None, ["no variants"]),
     ("cuda_without_gpu", _set("device", "cuda"), ["train", "lstm"], None, ["cuda", "no CUDA GPU", "cpu"]),
     ("unknown_device", _set("device", "tpu"), ["train", "lstm"], None, ["device", "'tpu'", "'cuda'"]),
-    ("over_length_limit", _set("data.buckets.len_200.max_len", 5_000_000), ["generate"], None, ["len_200", "max_len_limit"]),
+    ("over_length_limit", _set("data.buckets.len_200.max_len", 5_000_000), ["generate", "len_200"], None, ["len_200", "max_len_limit"]),
     ("zero_threads", _set("threads", 0), ["train", "lstm"], None, ["threads", "0"]),
     ("unknown_eval_bucket", _set("evaluate.buckets", ["len_50_100", "len_999"]), ["evaluate", "lstm"], None, ["len_999", "allowed"]),
     ("unknown_variant", None, ["train", "lstm_big"], None, ["lstm_big", "allowed", "lstm"]),
@@ -84,7 +84,7 @@ def _tree_hashes(root: Path) -> dict[str, str]:
 @pytest.fixture()
 def scratch(tmp_path: Path) -> Path:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL))
-    for rel in ("data/manifest.json", "data/train.npz", "artifacts/metrics/lstm.json", "artifacts/models/lstm/model.pt"):
+    for rel in ("data/train.json", "data/train.npz", "artifacts/metrics/lstm.json", "artifacts/models/lstm/model.pt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"existing output " + rel.encode())
     return tmp_path

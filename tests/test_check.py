@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import check
-from stages.errors import UserError
-from stages.schema import Tolerance
+from stages.commands import check
+from stages.core.errors import UserError
+from stages.core.params import Tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = {

@@ -13,20 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.datasets import (
-    DataError,
-    SeqSet,
-    dataset_hashes,
-    generate_all,
-    load_bucket,
-    load_dataframe,
-    load_manifest,
-    load_xor_gate,
-)
-from stages.errors import UserError
-from stages.generate import generation_order, main, sequence_keys
-from stages.io import sha256_file
-from stages.schema import Data, ParamsError
+from helpers import generate_data
+from stages.core.data import DataError, SeqSet, hashes_of, load_bucket, load_meta, load_xor_gate
+from stages.core.files import sha256_file
+from stages.core.params import Data, ParamsError
+from stages.pipeline.generate import dataset_names, main, sequence_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,38 +37,38 @@ def strings(s: SeqSet) -> list[str]:
 
 
 def test_same_seed_same_bytes_across_runs_and_processes(small_data: Data, data_dir: Path, tmp_path: Path) -> None:
-    generate_all(small_data, tmp_path / "again")
+    generate_data(small_data, tmp_path / "again")
     params = {"data": small_data.model_dump(), "variants": {"x": {"family": "xor_mlp"}},
-              "evaluate": {"buckets": []}}
+              "evaluate": {"buckets": ["len_50_100"]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = cli("generate", "--params", "params.yaml", cwd=tmp_path)  # writes tmp_path/data
-    assert proc.returncode == 0, proc.stderr
+    for name in dataset_names(small_data):
+        proc = cli("generate", name, "--params", "params.yaml", cwd=tmp_path)  # writes tmp_path/data
+        assert proc.returncode == 0, proc.stderr
     expected = file_hashes(data_dir)
-    assert len(expected) == len(small_data.buckets) + 2  # + xor_gate.npz, manifest.json
+    assert len(expected) == 2 * (len(small_data.buckets) + 1)  # NAME.npz and NAME.json, xor_gate too
     assert file_hashes(tmp_path / "again") == expected
     assert file_hashes(tmp_path / "data") == expected
 
 
 def test_other_seed_other_data_and_buckets_independent(small_data: Data, data_dir: Path, tmp_path: Path) -> None:
     reseeded = Data(seed=small_data.seed + 1, buckets=small_data.buckets)
-    generate_all(reseeded, tmp_path / "a")
+    generate_data(reseeded, tmp_path / "a")
     same, new = file_hashes(data_dir), file_hashes(tmp_path / "a")
     assert new["xor_gate.npz"] == same["xor_gate.npz"]
     assert all(new[f"{b}.npz"] != same[f"{b}.npz"] for b in small_data.buckets)
     # Adding a bucket leaves every other bucket's bytes unchanged.
     more = Data(seed=small_data.seed, buckets={"extra": {"count": 5, "min_len": 3, "max_len": 9},
                                                **small_data.buckets})
-    generate_all(more, tmp_path / "b")
+    generate_data(more, tmp_path / "b")
     grown = file_hashes(tmp_path / "b")
     assert all(grown[f"{b}.npz"] == same[f"{b}.npz"] for b in small_data.buckets)
 
 
 def test_content_lengths_labels_balance(small_data: Data, data_dir: Path) -> None:
-    manifest = load_manifest(data_dir)
-    assert manifest["seed"] == small_data.seed and manifest["data"] == small_data.model_dump(mode="json")
     for name, b in small_data.buckets.items():
         s = load_bucket(name, data_dir)
-        entry = manifest["files"][name]
+        entry = load_meta(name, data_dir)
+        assert entry["seed"] == small_data.seed and entry["bucket"] == b.model_dump(mode="json")
         assert len(s) == b.count == entry["count"]
         assert s.lengths.min() >= b.min_len and s.lengths.max() <= b.max_len
         padded, lens = s.padded()
@@ -98,7 +89,7 @@ def test_val_disjoint_from_train_where_space_allows(data_dir: Path) -> None:
     distinct = Counter(len(t) for t in seen)
     shared = [v for v in strings(val) if v in seen]
     assert all(2 ** len(v) < 4 * distinct[len(v)] for v in shared)  # only where train is dense
-    overlap = load_manifest(data_dir)["files"]["val"]["overlap"]
+    overlap = load_meta("val", data_dir)["overlap"]
     assert overlap["with"] == "train" and overlap["count"] == len(shared) > 0
     assert overlap["by_length"] == {str(n): c for n, c in sorted(Counter(map(len, shared)).items())}
     assert overlap["redrawn"] > 0  # collisions at roomy lengths did happen and were redrawn
@@ -113,13 +104,13 @@ def test_sequence_keys_int_and_bytes_agree() -> None:
     assert len(set(narrow)) == 5
 
 
-def test_cycle_in_disjoint_from_is_a_user_error() -> None:
+def test_cycle_in_disjoint_from_is_refused() -> None:
     buckets = {"a": {"count": 2, "min_len": 1, "max_len": 2, "disjoint_from": "b"},
                "b": {"count": 2, "min_len": 1, "max_len": 2, "disjoint_from": "a"}}
-    with pytest.raises(UserError, match="cycle"):
-        generation_order(Data(buckets=buckets).buckets)
+    with pytest.raises(ValueError, match="cycle"):
+        Data(buckets=buckets)
     ok = Data(buckets={**buckets, "b": {"count": 2, "min_len": 1, "max_len": 2}})
-    assert generation_order(ok.buckets) == ["b", "a"]
+    assert dataset_names(ok) == ["xor_gate", "b", "a"]
 
 
 def test_storage_is_compact(data_dir: Path) -> None:
@@ -155,50 +146,40 @@ def test_load_detects_damaged_files(data_dir: Path, tmp_path: Path, damage: str)
         path.write_bytes(raw[:-100] + bytes([raw[-100] ^ 1]) + raw[-99:])
     else:
         path.unlink()
-    with pytest.raises(DataError, match="dvc repro generate") as err:
+    with pytest.raises(DataError, match="dvc repro generate-len_50_100") as err:
         load_bucket("len_50_100", folder)
     assert "len_50_100.npz" in str(err.value) and "\n" not in str(err.value)
     assert len(load_bucket("train", folder)) == 3000  # the others still load
 
 
-def test_missing_manifest_and_unknown_bucket(data_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="manifest.json: not found.*dvc repro generate"):
+def test_missing_manifest_entry_and_unknown_bucket(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"train.json not found \(datasets in .*: none\); run `dvc repro generate-train`"):
         load_bucket("train", tmp_path)
-    with pytest.raises(DataError, match=r"unknown bucket 'nope' \(available: len_100000, len_50_100"):
+    with pytest.raises(DataError, match=r"unknown dataset 'nope'.*datasets in .*: len_100000, len_50_100, train"):
         load_bucket("nope", data_dir)
-    assert set(dataset_hashes(data_dir)) == {"xor_gate", "train", "val", "len_50_100", "len_100000"}
+    assert set(hashes_of(["xor_gate", "train", "nope"], data_dir)) == {"xor_gate", "train"}
 
 
 def test_failed_generate_leaves_old_data(small_data: Data, data_dir: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     out = shutil.copytree(data_dir, tmp_path / "data")
     before = file_hashes(out)
-    import stages.generate
+    import stages.pipeline.generate as generate
 
-    def fail(name: str, *args: object) -> None:
-        raise KeyboardInterrupt  # as if interrupted mid-run
+    def fail(*args: object) -> None:
+        raise KeyboardInterrupt  # as if interrupted while writing
 
-    monkeypatch.setattr(stages.generate, "generate_bucket", fail)
+    monkeypatch.setattr(generate, "write_npz", fail)
     with pytest.raises(KeyboardInterrupt):
-        generate_all(small_data, out)
-    assert file_hashes(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary left behind
+        generate_data(small_data, out)
+    assert file_hashes(out) == before  # no temporary left behind either
 
 
 def test_bad_params_write_nothing(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("data: {buckets: {train: {count: 0, min_len: 1, max_len: 2}}}\n")
     with pytest.raises(ParamsError):
-        main(str(tmp_path / "params.yaml"), str(tmp_path / "data"))
+        main("train", str(tmp_path / "params.yaml"), str(tmp_path / "data"))
     assert not (tmp_path / "data").exists()
-
-
-def test_load_dataframe(data_dir: Path) -> None:
-    df = load_dataframe("xor_gate", data_dir)
-    assert list(df.columns) == ["length", "bits", "parity"]
-    assert df["bits"].tolist() == ["00", "01", "10", "11"] and df["parity"].tolist() == [0, 1, 1, 0]
-    df = load_dataframe("val", data_dir)
-    assert len(df) == 1000 and (df["bits"].str.len() == df["length"]).all()
-    assert (df["bits"].str.count("1") % 2 == df["parity"]).all()
 
 
 def test_cli_prints_csv(data_dir: Path) -> None:
@@ -214,7 +195,7 @@ def test_cli_prints_csv(data_dir: Path) -> None:
 def test_cli_unknown_bucket_and_broken_pipe(data_dir: Path) -> None:
     proc = cli("data", "nope", "--data-dir", str(data_dir))
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.startswith("error: unknown bucket 'nope' (available:") and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: unknown dataset 'nope'") and proc.stderr.count("\n") == 1
     cmd = f"{sys.executable} -m stages data len_100000 --data-dir {data_dir} | head -c 50 >/dev/null"
     piped = subprocess.run(["bash", "-c", cmd], env={**os.environ, "PYTHONPATH": str(ROOT)},
                            capture_output=True, text=True, timeout=120)

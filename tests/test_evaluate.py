@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from helpers import random_seqs
-from stages.evaluate import bucket_metrics, first_bits
+from stages.pipeline.evaluate import bucket_metrics, first_bits
 
 
 def test_first_bits_keeps_the_first_sequences_that_fit_and_at_least_one() -> None:

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from helpers import random_seqs
-from models import torch_zoo
-from models.torch_train import train
-from stages.device import resolve_torch_device
-from stages.schema import Training
+from models.common import TrainConfig
+from models.torch_rnn import zoo as torch_zoo
+from models.torch_rnn.train import train
+from stages.core.device import resolve_torch_device
+from stages.core.params import Training
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -37,7 +38,7 @@ def test_training_runs_on_the_gpu() -> None:
     torch.manual_seed(0)
     model = torch_zoo.build("lstm", hidden_size=8)
     data = {"train": random_seqs(2000, 1, 10, 0), "val": random_seqs(300, 1, 10, 1), "probe": None}
-    cfg = {**Training().model_dump(), "max_steps": 600, "patience": 2}  # defaults: input noise too
+    cfg = TrainConfig(**{**Training().model_dump(), "max_steps": 600, "patience": 2})  # defaults: input noise too
     result = train(model, "lstm", cfg, data, "cuda", seed=0, progress=None)
     assert next(model.parameters()).device.type == "cuda"
     assert result.val_accuracy > 0.9, result.history[-1]

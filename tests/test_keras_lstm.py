@@ -3,40 +3,43 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from stages.device import configure_tensorflow_device  # noqa: E402
+from models.common import ModelError, TrainConfig
+from stages.core.device import configure_tensorflow_device  # noqa: E402
+from stages.core.files import FileCheckpoint
 
 configure_tensorflow_device("cpu")  # as the stages do, before TensorFlow is imported
 
 from helpers import random_seqs  # noqa: E402
-from models import keras_lstm  # noqa: E402
-from stages.errors import UserError  # noqa: E402
-from stages.schema import ParityVariant  # noqa: E402
-from stages.seeding import seed_everything  # noqa: E402
+from models.keras_lstm import model as keras_lstm  # noqa: E402
+from models.keras_lstm.train import train as keras_train  # noqa: E402
+from models.torch_rnn.zoo import RNNConfig  # noqa: E402
+from stages.core.seeding import seed_everything  # noqa: E402
 
 DATA = {
     "train": random_seqs(2000, 1, 6, seed=0),
     "val": random_seqs(200, 1, 6, seed=1),
     "probe": random_seqs(50, 10, 20, seed=2),
 }
-CFG = {  # the shape of stages.schema.resolved_training(...), shrunk
-    "batch_size": 32, "optimizer": "adam", "lr": 0.02, "clip_grad_norm": 1.0, "max_steps": 40,
-    "eval_every": 10, "patience": 0, "curriculum_start": None, "checkpoint_every": 20, "probe_count": 50,
-}
+CFG = TrainConfig(  # params.yaml's training settings, shrunk
+    batch_size=32, optimizer="adam", lr=0.02, clip_grad_norm=1.0, input_noise=0.0, max_steps=40,
+    eval_every=10, patience=0, curriculum_start=None, checkpoint_every=20, probe_count=50,
+)
 
 
 def fresh(seed: int = 0, hidden: int = 4, **kw):
     seed_everything(seed)  # Keras' initialisers draw from the seeded Python RNG
-    return keras_lstm.build(ParityVariant(family="keras_lstm", hidden_size=hidden, **kw))
+    return keras_lstm.build(RNNConfig("keras_lstm", hidden_size=hidden, **kw))
 
 
 def run(model, cfg=None, seed=0, **kw):
-    return keras_lstm.train(model, {**CFG, **(cfg or {})}, DATA, seed, progress=None, **kw)
+    return keras_train(model, replace(CFG, **(cfg or {})), DATA, seed, progress=None, **kw)
 
 
 class Stop(Exception):
@@ -78,6 +81,8 @@ def test_predict_logits_keeps_order_across_length_batches():
 def test_save_load_round_trip_and_config_check(tmp_path):
     model = fresh(hidden=5)
     config = {"family": "keras_lstm", "hidden_size": 5, "num_layers": 1, "init": "default"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     keras_lstm.save(model, config, tmp_path / "a")
     keras_lstm.save(fresh(hidden=5), config, tmp_path / "b")  # same weights, other Python objects
     # Stable bytes: Keras' time stamps and object ids are fixed, so DVC sees no change on a rerun.
@@ -88,13 +93,13 @@ def test_save_load_round_trip_and_config_check(tmp_path):
     np.testing.assert_array_equal(
         keras_lstm.predict_logits(model, seqs), keras_lstm.predict_logits(loaded, seqs)
     )
-    with pytest.raises(UserError, match="hidden_size: saved 5, expected 8"):
+    with pytest.raises(ModelError, match="hidden_size: saved 5, expected 8"):
         keras_lstm.load(tmp_path / "a", expect={**config, "hidden_size": 8})
 
 
 def test_learns_short_parity():
     lines: list[str] = []
-    result = keras_lstm.train(fresh(hidden=8), {**CFG, "max_steps": 600, "eval_every": 25, "patience": 2},
+    result = keras_train(fresh(hidden=8), replace(CFG, max_steps=600, eval_every=25, patience=2),
                               DATA, 0, progress=lines.append)
     assert result.val_accuracy == 1.0 and result.stopped == "early_stop"
     assert result.steps_to_val_100 is not None and result.seqs_to_val_100 == 32 * result.steps_to_val_100
@@ -117,19 +122,19 @@ def test_same_seed_gives_bit_identical_weights():
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     ckpt = tmp_path / "run.ckpt"
     whole = fresh()
-    expected = run(whole, checkpoint_path=ckpt)
+    expected = run(whole, checkpoint=FileCheckpoint(ckpt))
     assert not ckpt.exists()  # removed once training finished
     with pytest.raises(Stop):  # after the step-20 checkpoint, before the step-40 one
-        run(fresh(), checkpoint_path=ckpt, log=stop_at(30))
+        run(fresh(), checkpoint=FileCheckpoint(ckpt), log=stop_at(30))
     assert ckpt.exists()
     resumed_model = fresh()
-    resumed = run(resumed_model, checkpoint_path=ckpt)
+    resumed = run(resumed_model, checkpoint=FileCheckpoint(ckpt))
     assert_same_weights(resumed_model, whole)
     assert resumed.metrics() == expected.metrics() and resumed.history == expected.history
 
 
 def test_input_noise_never_touches_the_padding():
-    from models.keras_train import Sampler
+    from models.keras_lstm.train import Sampler
 
     clean, _ = Sampler(DATA["train"], seed=3).sample(64, None)
     noisy, _ = Sampler(DATA["train"], seed=3).sample(64, None, noise=0.1)
@@ -142,7 +147,7 @@ def test_input_noise_never_touches_the_padding():
 def test_tensorflow_start_up_lines_are_held_back_and_nothing_else(capfd) -> None:
     """TensorFlow's native start-up lines (before TF_CPP_MIN_LOG_LEVEL applies) are dropped;
     other lines on file descriptor 2 still come out, in order."""
-    from stages.device import TF_CHATTER, _held_back
+    from stages.core.device import TF_CHATTER, _held_back
 
     capfd.readouterr()
     with _held_back(TF_CHATTER):
@@ -158,7 +163,7 @@ def test_a_stage_importing_tensorflow_prints_no_start_up_lines() -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", "from stages.device import configure_tensorflow_device as c; "
+    proc = subprocess.run([sys.executable, "-c", "from stages.core.device import configure_tensorflow_device as c; "
                            "print(c('auto'))"], capture_output=True, text=True, cwd=Path(__file__).parents[1],
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0 and proc.stdout in ("cpu\n", "gpu\n"), proc.stderr

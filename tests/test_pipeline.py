@@ -1,8 +1,9 @@
 """End to end: the real DVC pipeline on a tiny params file in a temporary repository.
 
-Covers issue 2's promises: a second `dvc repro` does nothing; changing one variant's
-setting reruns only that variant and the report; changing the data seed reruns
-everything; `dvc exp run -S` runs and `dvc exp show` lists its metrics.
+A second `dvc repro` does nothing; changing one variant's setting reruns only that variant
+and the report; an edit to one engine's code, to tracking or to the report reruns only what
+it can change; changing the data seed reruns everything; `dvc exp run -S` runs and
+`dvc exp show` lists its metrics; signals stop stages without losing outputs.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     for name in ("stages", "models"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
     shutil.copy(ROOT / "tests" / "params_small.yaml", repo / "params.yaml")
+    sh(sys.executable, "-m", "stages", "dag", cwd=repo)  # dvc.yaml for the small params
     sh("git", "init", "-q", cwd=repo)
     sh("git", "config", "user.email", "ci@example.com", cwd=repo)
     sh("git", "config", "user.name", "ci", cwd=repo)
@@ -61,7 +62,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "init", cwd=repo)
     first = sh(DVC, "repro", cwd=repo)
-    assert "train@lstm" in ran_stages(first.stdout)
+    assert "train-lstm" in ran_stages(first.stdout)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "results", cwd=repo)
     return repo
@@ -96,7 +97,7 @@ def test_variant_change_reruns_only_that_variant(repo: Path) -> None:
         (repo / "params.yaml").write_text(yaml.safe_dump(params))
         try:
             out = sh(*command, cwd=repo).stdout
-            assert ran_stages(out) == {"train@gru", "evaluate@gru", "report"}, command
+            assert ran_stages(out) == {"train-gru", "evaluate-gru", "report"}, command
             assert ran_stages(sh(DVC, "repro", cwd=repo).stdout) == set(), command
             locks.append(yaml.safe_load((repo / "dvc.lock").read_text()))
         finally:
@@ -131,9 +132,9 @@ def test_parallel_repro_stops_at_a_failing_stage(repo: Path) -> None:
     try:
         proc = sh(sys.executable, "-m", "stages", "repro", "-j", "2", cwd=repo, check=False)
         assert proc.returncode == 1
-        assert "FAILED train@" in proc.stderr and "no CUDA GPU" in proc.stdout
+        assert "FAILED train-" in proc.stderr and "no CUDA GPU" in proc.stdout
         ran = ran_stages(proc.stdout)
-        assert ran and all(s.startswith("train@") for s in ran) and len(ran) <= 2
+        assert ran and all(s.startswith("train-") for s in ran) and len(ran) <= 2
     finally:
         _restore(repo)
 
@@ -148,9 +149,12 @@ def test_data_seed_change_reruns_everything(repo: Path) -> None:
     params["data"]["seed"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     try:
-        assert ran_stages(sh(DVC, "repro", "generate", cwd=repo).stdout) == {"generate"}
+        generated = ran_stages(sh(DVC, "repro", "--glob", "generate-*", cwd=repo).stdout)
+        assert generated == {f"generate-{b}" for b in params["data"]["buckets"]}  # not xor_gate: no seed
         stages = ran_stages(sh(DVC, "repro", "--dry", cwd=repo).stdout)
-        assert stages >= {f"{s}@{v}" for s in ("train", "evaluate") for v in params["variants"]}
+        parity = [v for v, spec in params["variants"].items() if spec["family"] != "xor_mlp"]
+        assert stages >= {f"{s}-{v}" for s in ("train", "evaluate") for v in parity}
+        assert "xor" not in stages
     finally:
         _restore(repo)
 
@@ -207,8 +211,8 @@ def test_sigterm_mid_training_kills_the_run_and_loses_nothing(repo: Path) -> Non
 
 def test_sigterm_to_parallel_repro_stops_its_stages(repo: Path) -> None:
     """SIGTERM to `python -m stages repro` mid-training: the stages it started stop too (their
-    MLflow runs KILLED, none left RUNNING) and the exit status is non-zero. DVC removes a
-    stage's outputs before running it; `dvc checkout` brings every one back from the cache."""
+    MLflow runs KILLED, none left RUNNING) and the exit status is non-zero; every output DVC
+    had is still there (outputs are `persist`: DVC never deletes them before a stage runs)."""
     import signal
 
     from mlflow import MlflowClient
@@ -228,13 +232,14 @@ def test_sigterm_to_parallel_repro_stops_its_stages(repo: Path) -> None:
         proc.communicate(timeout=90)
     finally:
         proc.kill()
-        _restore(repo)  # the params back, and `dvc checkout`
+        after = _output_hashes(repo)
+        _restore(repo)  # the params back
     assert proc.returncode != 0
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     exp = client.get_experiment_by_name("parity")
     assert client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'") == []
     assert client.search_runs([exp.experiment_id], "attributes.status = 'KILLED'")
-    assert _output_hashes(repo) == before
+    assert after == before
 
 
 def test_forced_rebuild_is_bit_identical(repo: Path) -> None:
@@ -279,3 +284,55 @@ def test_queued_experiments_share_the_default_store(repo: Path) -> None:
         assert run.info.status == "FINISHED"
         assert run.data.params["model.hidden_size"] == str(size)
         assert "eval/accuracy.len_200" in run.data.metrics  # the evaluate stage logged into it too
+
+
+@pytest.mark.parametrize(("edited", "expected"), [
+    ("models/xor_mlp/study.py", {"xor"}),
+    ("models/torch_rnn/zoo.py", {"train-lstm", "train-gru", "evaluate-lstm", "evaluate-gru", "seeds-lstm"}),
+    ("stages/pipeline/evaluate.py", {"evaluate-lstm", "evaluate-gru", "seeds-lstm"}),
+    ("stages/tracking/__init__.py", set()),
+    ("stages/commands/check.py", set()),
+    ("stages/__main__.py", set()),
+    ("stages/report/text.py", {"report"}),
+])
+def test_a_code_edit_reruns_only_what_it_can_change(repo: Path, edited: str, expected: set[str]) -> None:
+    path = repo / edited
+    text = path.read_text()
+    path.write_text(text + "\n# an edit\n")
+    try:
+        assert set(json.loads(sh(DVC, "status", "--json", cwd=repo).stdout)) == expected
+    finally:
+        path.write_text(text)
+
+
+def test_a_bucket_edit_reruns_only_its_readers(repo: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["buckets"]["len_200"]["count"] = 21
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        assert set(json.loads(sh(DVC, "status", "--json", cwd=repo).stdout)) == {"generate-len_200"}
+        sh(DVC, "repro", "generate-len_200", cwd=repo)
+        # len_200 is read by the evaluate stages only: no training, no seeds, no XOR
+        assert set(json.loads(sh(DVC, "status", "--json", cwd=repo).stdout)) == {"evaluate-lstm", "evaluate-gru"}
+    finally:
+        _restore(repo)
+
+
+def test_one_repro_shares_one_repro_id(repo: Path) -> None:
+    """Every MLflow run that one `python -m stages repro` makes carries the same repro id."""
+    from mlflow import MlflowClient
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["training"]["lr"] = 0.02  # reruns every parity train stage (lstm, gru, seeds-lstm)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        sh(sys.executable, "-m", "stages", "repro", "-j", "2", cwd=repo)
+        client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+        exp = client.get_experiment_by_name("parity")
+        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=3)
+        ids = {r.data.tags.get("paritylab.repro_id") for r in runs}
+        assert len(ids) == 1 and next(iter(ids)).startswith("repro-"), ids
+        assert {r.data.tags.get("paritylab.variant") for r in runs} == {"lstm", "gru", "seeds-lstm"}
+    finally:
+        _restore(repo)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import predict
-from stages.errors import UserError
+from stages.commands import predict
+from stages.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"family": "lstm", "hidden_size": 4, "num_layers": 1, "init": "default"}  # = lstm in params_small
@@ -28,12 +28,13 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture()
 def lstm_model(repo: Path):
-    """A seeded, untrained 4-unit LSTM saved where train@lstm would put it."""
+    """A seeded, untrained 4-unit LSTM saved where train-lstm would put it."""
     torch = pytest.importorskip("torch")
-    from models import torch_zoo
+    from models.torch_rnn import zoo as torch_zoo
 
     torch.manual_seed(0)
     model = torch_zoo.build(**CONFIG)
+    (repo / "artifacts" / "models" / "lstm").mkdir(parents=True)
     torch_zoo.save(model, CONFIG, repo / "artifacts" / "models" / "lstm" / "model.pt")
     return model
 
@@ -91,13 +92,13 @@ def test_xor_variant_is_not_a_parity_model(repo: Path) -> None:
 
 
 def test_missing_model_says_how_to_train(repo: Path) -> None:
-    with pytest.raises(UserError, match=r"dvc repro train@gru"):
+    with pytest.raises(UserError, match=r"dvc repro train-gru"):
         predict.main("gru", ("0101",))
 
 
 def test_predictions_match_the_model(repo: Path, lstm_model, capsys: pytest.CaptureFixture[str]) -> None:
-    from models import torch_zoo
-    from stages.datasets import SeqSet
+    from models.torch_rnn import zoo as torch_zoo
+    from stages.core.data import SeqSet
 
     inputs = ("0", "1", "1011", "0" * 300, "110" * 40)
     predict.main("lstm", inputs)

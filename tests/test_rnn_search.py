@@ -1,4 +1,4 @@
-"""Random weight guessing (models.rnn_search): it solves parity, deterministically, and
+"""Random weight guessing (models/rnn_search/search.py): it solves parity, deterministically, and
 its weights mean the same thing inside the hand-written RNN that evaluation loads."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models import rnn_search as rs
-from models import torch_zoo
-from stages.datasets import SeqSet
-from stages.schema import SearchVariant
+from models.rnn_search import search as rs
+from models.torch_rnn import zoo as torch_zoo
+from stages.core.data import SeqSet
+from stages.core.params import SearchVariant
 
 
 def random_set(seed: int, count: int, min_len: int, max_len: int) -> SeqSet:

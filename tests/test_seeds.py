@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from helpers import random_seqs
-from models import torch_zoo
-from models.torch_train import Sampler, train
-from stages.schema import Training
-from stages.seeds import summarise
+from models.common import TrainConfig
+from models.torch_rnn import zoo as torch_zoo
+from models.torch_rnn.train import Sampler, train
+from stages.core.params import Training
+from stages.pipeline.seeds import summarise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,9 +32,9 @@ def test_input_noise_is_seeded_and_zero_noise_leaves_the_bits() -> None:
 def test_default_settings_solve_long_parity_from_every_seed(family: str) -> None:
     """A reduced seeds check (3 seeds, 3,000 training sequences of lengths 1-20): each seed must
     get every held-out sequence of lengths 50-100 and 1,000 right. The full check (10 seeds,
-    10,000 sequences per bucket) is the pipeline's `seeds@VARIANT` stages."""
+    10,000 sequences per bucket) is the pipeline's `seeds-VARIANT` stages."""
     data = {"train": random_seqs(3000, 1, 20, seed=10), "val": random_seqs(500, 1, 20, seed=11), "probe": None}
-    cfg = Training().model_dump()  # the defaults params.yaml documents
+    cfg = TrainConfig(**Training().model_dump())  # the defaults params.yaml documents
     held_out = [random_seqs(500, 50, 100, seed=12), random_seqs(50, 1000, 1000, seed=13)]
     for seed in range(3):
         torch.manual_seed(seed)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.sweep_plan import plan, set_dotted, trial_key
-from stages.sweep_schema import SweepError, load_sweep
-from stages.sweep_trial import execute
+from stages.sweep.plan import plan, set_dotted, trial_key
+from stages.sweep.schema import SweepError, load_sweep
+from stages.sweep.trial import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "params_small.yaml"
@@ -110,12 +110,12 @@ def test_failed_trial_is_recorded_not_raised(tmp_path: Path) -> None:
     trial = tmp_path / "trials" / "t"
     trial.mkdir(parents=True)
     trial.joinpath("params.yaml").write_text(SMALL.read_text())
-    (tmp_path / "empty").mkdir()  # a data folder without a manifest: the train stage refuses
+    (tmp_path / "empty").mkdir()  # a data folder without datasets: the train stage refuses
     spec = {"name": "t", "dir": str(trial), "variant": "lstm", "key": "k", "data": str(tmp_path / "empty"),
             "code_root": str(ROOT), "timeout_s": 120, "env": {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}}
     outcome = execute(spec)
     assert outcome["status"] == "failed" and outcome["stage"] == "train" and outcome["returncode"] == 2
-    assert "manifest.json" in outcome["error"]
+    assert "train.json not found" in outcome["error"]
     assert json.loads((trial / "failed.json").read_text())["stage"] == "train"
     assert not (trial / "data").exists() and not (trial / "result.json").exists()
 
@@ -133,12 +133,12 @@ def run_sweep(workdir: Path, sweep: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A work dir with tiny params and data, after one full run of the tiny sweep."""
-    from stages.datasets import generate_all
-    from stages.schema import load_params
+    from helpers import generate_data
+    from stages.core.params import load_params
 
     work = tmp_path_factory.mktemp("sweep")
     (work / "params.yaml").write_text(SMALL.read_text())
-    generate_all(load_params(SMALL).data, work / "data")
+    generate_data(load_params(SMALL).data, work / "data")
     out = run_sweep(work, write_sweep(work / "tiny.yaml", TINY)).stdout
     assert "4 trials: 0 cached, 4 to run" in out and "4 ok, 0 failed, 0 not run" in out
     return work

@@ -22,8 +22,10 @@ import pytest
 import torch
 from torch import nn
 
-from stages import provenance, rerun, store, tracking
-from stages.errors import UserError
+from stages import tracking
+from stages.commands import rerun
+from stages.core.errors import UserError
+from stages.tracking import provenance, store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = {"train": "a" * 64, "model": "b" * 64}
@@ -72,7 +74,7 @@ def test_run_round_trip_with_torch_model(mlflow_store: str, monkeypatch: pytest.
     model = TinyParity()
     doc = {"seed": 0, "variants": {"tiny": {"family": "lstm"}}}
     rng = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone())
-    with tracking.tracked_run("parity", "tiny", "train@tiny", settings(), data_hashes={"train": SHA["train"]},
+    with tracking.tracked_run("parity", "tiny", "train-tiny", settings(), data_hashes={"train": SHA["train"]},
                               params_doc=doc) as run_id:
         tracking.log_history([{"step": 50, "train_loss": 0.5, "val_accuracy": 0.5, "probe_accuracy": None},
                               {"step": 100, "train_loss": 0.2, "val_accuracy": 1.0}])
@@ -101,10 +103,10 @@ def test_run_round_trip_with_torch_model(mlflow_store: str, monkeypatch: pytest.
     assert tags["paritylab.version.torch"] == metadata.version("torch")
     assert tags["paritylab.version.tensorflow"] == metadata.version("tensorflow")
     assert tags["paritylab.version.mlflow"] == metadata.version("mlflow")
-    assert tags["paritylab.dvc_stage"] == "train@tiny" and tags["paritylab.family"] == "lstm"
+    assert tags["paritylab.dvc_stage"] == "train-tiny" and tags["paritylab.family"] == "lstm"
     assert tags["data.sha256.train"] == SHA["train"]
     assert tags["paritylab.rerun"] == f"python -m stages rerun {run_id}"
-    assert tags["paritylab.reproduce"] == f"git checkout {head} && dvc repro train@tiny"
+    assert tags["paritylab.reproduce"] == f"git checkout {head} && dvc repro train-tiny"
     exp = c.get_experiment(run.info.experiment_id)
     assert exp.name == "parity" and exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.artifact_location == (Path(mlflow_store.removeprefix("sqlite:///")).parent / "mlartifacts/parity").as_uri()
@@ -130,7 +132,7 @@ def test_evaluate_resumes_the_training_run(mlflow_store: str, monkeypatch: pytes
                                  {"seed": 4, "epochs_to_100": None, "margin": 0.25}])
     found = tracking.find_run("parity", "res", SHA["model"])
     (tmp_path / "res.json").write_text(json.dumps({"accuracy": {"len_50": 0.75}, "note": "x"}))
-    with tracking.tracked_run("parity", "res", "evaluate@res", {"a": 2, "b": 3}, data_hashes={"len_50": "d" * 64},
+    with tracking.tracked_run("parity", "res", "evaluate-res", {"a": 2, "b": 3}, data_hashes={"len_50": "d" * 64},
                               resume_run_id=found):
         assert tracking.log_metrics_json(tmp_path / "res.json", prefix="eval") == {"accuracy.len_50": 0.75}
     c = client(mlflow_store)
@@ -141,8 +143,8 @@ def test_evaluate_resumes_the_training_run(mlflow_store: str, monkeypatch: pytes
     assert found == run_id and run.info.status == "FINISHED"
     assert run.data.params == {"a": "1", "b": "3"}
     assert run.data.tags["paritylab.evaluate.param.a"] == "2"
-    assert run.data.tags["paritylab.evaluate.dvc_stage"] == "evaluate@res"
-    assert run.data.tags["paritylab.dvc_stage"] == "train@res"
+    assert run.data.tags["paritylab.evaluate.dvc_stage"] == "evaluate-res"
+    assert run.data.tags["paritylab.dvc_stage"] == "train-res"
     assert run.data.tags["data.sha256.len_50"] == "d" * 64
     assert run.data.metrics["eval/accuracy.len_50"] == 0.75
 
@@ -262,7 +264,7 @@ def test_repro_id_comes_from_the_dvc_ancestor() -> None:
     parent = textwrap.dedent("""
         import os, subprocess, sys, psutil
         env = {k: v for k, v in os.environ.items() if k != "PARITYLAB_REPRO_ID"}
-        code = "from stages.provenance import repro_id; print(repro_id())"
+        code = "from stages.tracking.provenance import repro_id; print(repro_id())"
         child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         print(child.stdout.strip(), f"{os.getpid()}-{int(psutil.Process().create_time())}")
     """)
@@ -292,11 +294,11 @@ def test_rerun_refuses_an_unknown_run(mlflow_store: str, monkeypatch: pytest.Mon
 def test_rerun_checks_data_hashes(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.npz").write_bytes(b"bits")
-    from stages.io import sha256_file
+    from stages.core.files import sha256_file
 
     good = {"data.sha256.train": sha256_file(tmp_path / "data" / "train.npz")}
     rerun.check_data("r1", good, tmp_path)
-    with pytest.raises(UserError, match=r"data bucket 'train': .* run r1 read aaaaaaaaaaaa; run `dvc repro generate`"):
+    with pytest.raises(UserError, match=r"data bucket 'train': .* run r1 read aaaaaaaaaaaa; run `dvc repro`"):
         rerun.check_data("r1", {"data.sha256.train": SHA["train"]}, tmp_path)
     with pytest.raises(UserError, match=r"data bucket 'val': .*val\.npz is missing"):
         rerun.check_data("r1", good | {"data.sha256.val": SHA["train"]}, tmp_path)
@@ -346,7 +348,7 @@ def test_rerun_comparison_table() -> None:
 
 @pytest.mark.slow
 def test_rerun_reproduces_a_real_run(tmp_path: Path) -> None:
-    """`dvc repro train@lstm evaluate@lstm` in a fresh repo, then `rerun` of its run: identical on CPU."""
+    """`dvc repro train-lstm evaluate-lstm` in a fresh repo, then `rerun` of its run: identical on CPU."""
     import shutil
 
     import yaml
@@ -368,10 +370,10 @@ def test_rerun_reproduces_a_real_run(tmp_path: Path) -> None:
     sh("dvc", "init", "-q")
     sh("git", "add", "-A")
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
-    sh("dvc", "repro", "train@lstm", "evaluate@lstm")
+    sh("dvc", "repro", "train-lstm", "evaluate-lstm")
     c = client(env["MLFLOW_TRACKING_URI"])
     [run] = c.search_runs([c.get_experiment_by_name("parity").experiment_id])
     out = sh(sys.executable, "-m", "stages", "rerun", run.info.run_id)
     assert "reproduced: all" in out and "model file sha256: identical" in out
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["seed"] == 0
-    assert "modified" not in sh("dvc", "status", "train@lstm", "evaluate@lstm")  # same output bytes
+    assert "modified" not in sh("dvc", "status", "train-lstm", "evaluate-lstm")  # same output bytes

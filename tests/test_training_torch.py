@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from helpers import random_seqs
-from models import torch_zoo
-from models.torch_train import train
+from models.common import TrainConfig
+from models.torch_rnn import zoo as torch_zoo
+from models.torch_rnn.train import train
+from stages.core.files import FileCheckpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -17,10 +21,10 @@ DATA = {
     "val": random_seqs(200, 1, 6, seed=1),
     "probe": random_seqs(50, 10, 20, seed=2),
 }
-CFG = {  # the shape of stages.schema.resolved_training(...), shrunk
-    "batch_size": 32, "optimizer": "adam", "lr": 0.02, "clip_grad_norm": 1.0, "max_steps": 40,
-    "eval_every": 10, "patience": 0, "curriculum_start": None, "checkpoint_every": 20, "probe_count": 50,
-}
+CFG = TrainConfig(  # params.yaml's training settings, shrunk
+    batch_size=32, optimizer="adam", lr=0.02, clip_grad_norm=1.0, input_noise=0.0, max_steps=40,
+    eval_every=10, patience=0, curriculum_start=None, checkpoint_every=20, probe_count=50,
+)
 
 
 def fresh(family: str = "lstm", seed: int = 0, hidden: int = 4) -> torch.nn.Module:
@@ -29,7 +33,7 @@ def fresh(family: str = "lstm", seed: int = 0, hidden: int = 4) -> torch.nn.Modu
 
 
 def run(model, family="lstm", cfg=None, seed=0, **kw):
-    return train(model, family, {**CFG, **(cfg or {})}, DATA, "cpu", seed, progress=None, **kw)
+    return train(model, family, replace(CFG, **(cfg or {})), DATA, "cpu", seed, progress=None, **kw)
 
 
 class Stop(Exception):
@@ -54,7 +58,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_lstm_learns_short_parity():
     model = fresh(hidden=8)
     lines: list[str] = []
-    result = train(model, "lstm", {**CFG, "max_steps": 600, "eval_every": 25, "patience": 2},
+    result = train(model, "lstm", replace(CFG, max_steps=600, eval_every=25, patience=2),
                    DATA, "cpu", 0, progress=lines.append)
     assert result.val_accuracy == 1.0 and result.stopped == "early_stop"
     assert result.steps_to_val_100 is not None and result.seqs_to_val_100 == 32 * result.steps_to_val_100
@@ -83,13 +87,13 @@ def test_history_log_and_result_fields():
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     ckpt = tmp_path / "run.ckpt"
     whole = fresh()
-    expected = run(whole, checkpoint_path=ckpt)
+    expected = run(whole, checkpoint=FileCheckpoint(ckpt))
     assert not ckpt.exists()  # removed once training finished
     with pytest.raises(Stop):  # after the step-20 checkpoint, before the step-40 one
-        run(fresh(), checkpoint_path=ckpt, log=stop_at(30))
+        run(fresh(), checkpoint=FileCheckpoint(ckpt), log=stop_at(30))
     assert ckpt.exists()
     resumed_model = fresh()
-    resumed = run(resumed_model, checkpoint_path=ckpt)
+    resumed = run(resumed_model, checkpoint=FileCheckpoint(ckpt))
     assert_same_weights(resumed_model, whole)
     assert resumed.metrics() == expected.metrics() and resumed.history == expected.history
 
@@ -97,13 +101,24 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 def test_checkpoint_of_another_run_is_ignored(tmp_path):
     ckpt = tmp_path / "run.ckpt"
     with pytest.raises(Stop):
-        run(fresh(seed=1), checkpoint_path=ckpt, log=stop_at(30))
+        run(fresh(seed=1), checkpoint=FileCheckpoint(ckpt), log=stop_at(30))
     assert ckpt.exists()
     model = fresh(seed=0)  # other initial weights: must start afresh, not resume seed 1's run
     reference = fresh(seed=0)
-    run(model, checkpoint_path=ckpt)
+    run(model, checkpoint=FileCheckpoint(ckpt))
     run(reference)
     assert_same_weights(model, reference)
+
+
+def test_unreadable_checkpoint_is_set_aside(tmp_path, capsys):
+    ckpt = tmp_path / "run.ckpt"
+    ckpt.write_bytes(b"not a checkpoint")  # a crash mid-write, a full disk, an edit
+    model, reference = fresh(), fresh()
+    run(model, checkpoint=FileCheckpoint(ckpt))
+    run(reference)
+    assert_same_weights(model, reference)  # started afresh
+    assert (tmp_path / "run.ckpt.unreadable").read_bytes() == b"not a checkpoint"
+    assert "unreadable checkpoint" in capsys.readouterr().err
 
 
 def test_curriculum_raises_the_length_cap():

@@ -11,23 +11,24 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.xor_mlp import (  # noqa: E402
+from models.xor_mlp.stack import train_stack  # noqa: E402
+from models.xor_mlp.study import (  # noqa: E402
     XOR_X,
     XOR_Y,
     StudyResult,
+    XorConfig,
     epochs_to_100,
     fit_plain,
     load_study,
     predict,
     run_study,
-    save_study,
+    study_arrays,
 )
-from models.xor_stack import train_stack  # noqa: E402
-from stages.schema import XorVariant  # noqa: E402
+from stages.core.data import write_npz  # noqa: E402
 
 
-def xor(**kw) -> XorVariant:
-    return XorVariant(family="xor_mlp", **kw)
+def xor(**kw) -> XorConfig:
+    return XorConfig(**kw)
 
 
 def quiet(_: str) -> None:
@@ -72,11 +73,12 @@ def test_study_is_deterministic_and_saves_stable_bytes(tmp_path):
     assert first.per_seed == second.per_seed
     for a, b in zip(first.weights, second.weights, strict=True):
         np.testing.assert_array_equal(a, b)
-    save_study(first, cfg, tmp_path / "a.npz")
+    arrays, config = study_arrays(first, cfg)
+    write_npz(tmp_path / "a.npz", arrays)
     (tmp_path / "model").mkdir()
-    save_study(second, cfg, tmp_path / "model")  # a directory: study.npz + config.json
+    write_npz(tmp_path / "model" / "study.npz", study_arrays(second, cfg)[0])
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "model" / "study.npz").read_bytes()
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["seed_list"] == [0, 1, 2]
+    assert config["seed_list"] == [0, 1, 2] and json.loads(json.dumps(config)) == config
 
     weights, config = load_study(tmp_path / "model")
     assert config["seed_list"] == [0, 1, 2] and config["hidden_layers"] == [16]

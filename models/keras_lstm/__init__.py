@@ -1,0 +1,1 @@
+"""The Keras LSTM parity classifier (TensorFlow) and its trainer."""

@@ -1,0 +1,1 @@
+"""Random weight guessing of a small tanh RNN (no gradients)."""

@@ -1,0 +1,1 @@
+"""The XOR gate study: Keras MLPs trained from many seeds at once."""

@@ -1,0 +1,444 @@
+"""The one schema for params.yaml.
+
+Every field has a type, a default and a comment saying why the default is what it is.
+Unknown keys are errors, so a typo such as ``hiden_size`` never passes silently.
+``load_params`` validates the whole file and raises ``ParamsError`` with a one-line
+message naming the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stages.core.errors import UserError
+
+PARITY_FAMILIES = (
+    "rnn_packed",  # nn.RNN over a PackedSequence batch
+    "rnn_per_sequence",  # nn.RNN called on one sequence at a time (the notebook's slow form)
+    "manual_rnn",  # hand-written RNN cell on a masked batch
+    "manual_rnn_bce",  # the same cell trained with the hand-written stable BCE
+    "manual_lstm",  # hand-written LSTM cell on a masked batch
+    "lstm",  # nn.LSTM
+    "gru",  # nn.GRU
+    "keras_lstm",  # keras.layers.LSTM with masking (TensorFlow)
+)
+KERAS_PARITY = ("keras_lstm",)  # parity families built with Keras (the rest are torch)
+# Family -> engine: the models/ folder that holds its code and the stage modules that run it
+# (stages/pipeline/train_ENGINE.py, evaluate_ENGINE.py; xor: stages/pipeline/xor.py).
+ENGINES = {
+    **{f: "torch" for f in PARITY_FAMILIES if f not in KERAS_PARITY},
+    "keras_lstm": "keras",
+    "rnn_search": "search",
+    "xor_mlp": "xor",
+}
+MODEL_FOLDERS = {  # engine -> the models/ folders its stages run
+    "torch": ("models/torch_rnn",),
+    "keras": ("models/keras_lstm",),
+    "search": ("models/rnn_search", "models/torch_rnn"),  # found weights are saved as a manual_rnn
+    "xor": ("models/xor_mlp",),
+}
+Device = Literal["auto", "cpu", "cuda", "mps"]
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ParamsError(UserError):
+    """A params file that cannot be used; the message is one line for the user."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class Bucket(Strict):
+    """A set of random bit sequences with lengths uniform in [min_len, max_len]."""
+
+    count: PosInt  # number of sequences
+    min_len: PosInt  # shortest sequence
+    max_len: PosInt  # longest sequence
+    # Draw sequences not present in this other bucket where the length allows it
+    # (the validation set is kept disjoint from the training set).
+    disjoint_from: str | None = None
+
+    @model_validator(mode="after")
+    def _lengths_ordered(self) -> Bucket:
+        if self.min_len > self.max_len:
+            raise ValueError(
+                f"min_len ({self.min_len}) must be <= max_len ({self.max_len})"
+            )
+        return self
+
+
+class Data(Strict):
+    seed: Annotated[int, Field(ge=0)] = 20261122  # the data seed; changing it regenerates every dataset
+    # Safety limit on any sequence length: a typo like 10000000 would need gigabytes.
+    max_len_limit: PosInt = 1_000_000
+    buckets: dict[str, Bucket]  # name -> bucket; names are file names under data/
+
+    @model_validator(mode="after")
+    def _check_buckets(self) -> Data:
+        for name, b in self.buckets.items():
+            if not NAME.match(name) or name == "xor_gate":
+                raise ValueError(
+                    f"bucket name {name!r} must match [a-z][a-z0-9_]* and not be 'xor_gate'"
+                )
+            if b.max_len > self.max_len_limit:
+                raise ValueError(
+                    f"buckets.{name}.max_len={b.max_len} exceeds max_len_limit={self.max_len_limit}"
+                )
+            if b.disjoint_from is not None and b.disjoint_from not in self.buckets:
+                raise ValueError(
+                    f"buckets.{name}.disjoint_from={b.disjoint_from!r} is not a bucket "
+                    f"(allowed: {', '.join(self.buckets)})"
+                )
+        for name in self.buckets:
+            chain = [name]
+            while (nxt := self.buckets[chain[-1]].disjoint_from) is not None:
+                if nxt in chain:
+                    raise ValueError(f"buckets: disjoint_from forms a cycle: {' -> '.join([*chain, nxt])}")
+                chain.append(nxt)
+        return self
+
+
+class Training(Strict):
+    """Settings of the gradient trainers; a variant's ``training:`` block overrides them."""
+
+    train_bucket: str = "train"  # bucket the mini-batches are drawn from
+    val_bucket: str = "val"  # bucket for early stopping (same length distribution)
+    # Held-out bucket probed (a fixed subset of probe_count sequences) only to record
+    # "steps until 100% on long sequences"; never used for stopping or selection.
+    probe_bucket: str | None = "len_50_100"
+    probe_count: PosInt = 500
+    # 256 learns parity in a few hundred LSTM steps and trains ~3x as many sequences per
+    # second as 64 (per-step overhead dominates tiny nets); 10 (the notebook) is too noisy.
+    batch_size: PosInt = 256
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: PosFloat = 0.01  # Adam at 1e-2 as in the notebook; clipping keeps it stable
+    clip_grad_norm: PosFloat | None = 1.0  # gradient-norm clipping; null disables (notebook)
+    # Std of Gaussian noise added to every input bit during training (never at evaluation).
+    # A net that must stay right under perturbed inputs settles into two saturated,
+    # attracting states (even/odd), and those carry a length-20 solution to length 10^6;
+    # without it gru, keras_lstm and some lstm seeds drift off at lengths 1,000-10,000.
+    input_noise: Annotated[float, Field(ge=0)] = 0.1
+    max_steps: PosInt = 10_000  # optimizer steps at most (early stopping usually ends sooner)
+    eval_every: PosInt = 50  # steps between validation passes
+    # Stop once validation accuracy has been 1.0 at this many consecutive evaluations;
+    # 0 disables early stopping (the notebook trains its fixed number of episodes).
+    patience: Annotated[int, Field(ge=0)] = 4
+    # Length curriculum: start with sequences up to this length and raise the cap by
+    # one whenever validation accuracy on the current cap reaches 1.0; null disables.
+    curriculum_start: PosInt | None = None
+    checkpoint_every: PosInt = 500  # steps between resumable checkpoints
+
+
+NULLABLE_TRAINING = ("probe_bucket", "clip_grad_norm", "curriculum_start")  # null disables them
+
+
+class TrainingOverride(Strict):
+    """Same keys as ``training``, all optional; an explicit null means null (no default)."""
+
+    @model_validator(mode="after")
+    def _null_only_where_allowed(self) -> TrainingOverride:
+        for key in self.model_fields_set:
+            if getattr(self, key) is None and key not in NULLABLE_TRAINING:
+                default = Training.model_fields[key].default
+                raise ValueError(f"{key}: null is not allowed here (give a value, e.g. {default!r}, "
+                                 "or leave the key out for the default)")
+        return self
+
+    train_bucket: str | None = None
+    val_bucket: str | None = None
+    probe_bucket: str | None = None
+    probe_count: PosInt | None = None
+    batch_size: PosInt | None = None
+    optimizer: Literal["adam", "sgd"] | None = None
+    lr: PosFloat | None = None
+    clip_grad_norm: PosFloat | None = None
+    input_noise: Annotated[float, Field(ge=0)] | None = None
+    max_steps: PosInt | None = None
+    eval_every: PosInt | None = None
+    patience: Annotated[int, Field(ge=0)] | None = None
+    curriculum_start: PosInt | None = None
+    checkpoint_every: PosInt | None = None
+
+
+class ParityVariant(Strict):
+    """A recurrent model trained by gradient descent to output the parity of a bit sequence."""
+
+    family: Literal[PARITY_FAMILIES]  # type: ignore[valid-type]
+    hidden_size: PosInt = 8  # 8 units are plenty for a 2-state automaton
+    num_layers: PosInt = 1  # stacked layers (nn.RNN/LSTM/GRU and keras_lstm only)
+    # Weight initialisation: the framework's own default, or one applied to every matrix.
+    init: Literal["default", "xavier_uniform", "orthogonal"] = "default"
+    preset: Literal["default", "notebook"] = "default"  # notebook = the original hyperparameters
+    training: TrainingOverride = TrainingOverride()
+    eval_buckets: list[str] | None = None  # held-out buckets to evaluate; null = evaluate.buckets
+
+    @model_validator(mode="after")
+    def _one_layer_cells(self) -> ParityVariant:
+        if self.family.startswith("manual_") and self.num_layers != 1:
+            raise ValueError(f"num_layers={self.num_layers}: the hand-written cells ({self.family}) have "
+                             "one layer (allowed: 1; use lstm, gru or rnn_packed for stacked layers)")
+        return self
+
+    # Judge each bucket on its first sequences up to this many bits (at least one sequence);
+    # null = whole buckets. For the one-sequence-at-a-time form, whose every bit costs a
+    # library call's step (~4 us): a whole 10-million-bit bucket would take 40 s.
+    eval_max_bits: PosInt | None = None
+
+
+class SearchVariant(Strict):
+    """Random search over the weights of a small saturating tanh RNN (no gradients)."""
+
+    family: Literal["rnn_search"]
+    hidden_size: PosInt = 2  # a 2-unit tanh RNN can hold the parity bit
+    weight_scale: PosFloat = 6.0  # std of sampled weights; large -> saturated, length-robust units
+    trials: PosInt = 200_000  # candidate weight sets at most
+    chunk: PosInt = 4096  # candidates evaluated together
+    screen_count: PosInt = 64  # training sequences a candidate must get right to be kept
+    train_bucket: str = "train"
+    val_bucket: str = "val"
+    eval_buckets: list[str] | None = None
+
+
+class XorVariant(Strict):
+    """A Keras MLP on the 4-row XOR truth table, trained from ``seeds`` seeds."""
+
+    family: Literal["xor_mlp"]
+    hidden_layers: list[PosInt] = [16]  # units per hidden layer; [32, 32] is two layers
+    activation: Literal["relu", "linear", "tanh", "sigmoid"] = "relu"
+    output_activation: Literal["sigmoid", "linear"] = "sigmoid"  # linear for the 128-linear net
+    loss: Literal["mse", "bce"] = "mse"  # mean-squared error as in the original study
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: PosFloat = 0.001  # Keras' Adam default, as in the original
+    kernel_init: Literal["glorot_uniform", "he_uniform", "he_normal"] = "glorot_uniform"
+    bias_init: float = 0.0  # a small positive bias keeps ReLUs alive at start
+    seeds: PosInt = 20  # independent initialisations; single runs say little
+    max_epochs: PosInt = 5000  # full-batch epochs per seed
+    original_epochs: int | None = None  # the original study's single-run figure, for the report
+
+
+Variant = Annotated[
+    ParityVariant | SearchVariant | XorVariant, Field(discriminator="family")
+]
+
+
+class Evaluate(Strict):
+    # Held-out buckets every parity variant is judged on (a variant may narrow this).
+    buckets: list[str] = [
+        "len_50_100",
+        "len_200",
+        "len_1000",
+        "len_10000",
+        "len_100000",
+        "len_1000000",
+    ]
+    # Sequences x length per evaluation batch (a memory cap: ~5 bytes a bit). 16M holds
+    # each default bucket in one batch, so 10 sequences of 10^6 bits take 10^6 sequential
+    # steps, not 5 x 10^6 as batches of 2 would.
+    max_batch_bits: PosInt = 16_000_000
+
+
+class Seeds(Strict):
+    """The robustness check (stages ``seeds-VARIANT``): each variant trained from seeds 0..seeds-1."""
+
+    # Torch parity variants, each trained exactly as train-VARIANT trains it (at least one:
+    # dvc.yaml makes a stage per entry).
+    variants: list[str] = []
+    seeds: PosInt = 10  # a result that 9 of 10 seeds reproduce is a property of the method
+    buckets: list[str] = []  # whole held-out buckets every seed is judged on
+
+
+class Tolerance(Strict):
+    direction: Literal["higher", "lower"]  # which way is better
+    abs: Annotated[float, Field(ge=0)] = 0.0  # allowed worsening, absolute
+    rel: Annotated[float, Field(ge=0)] = 0.0  # allowed worsening, relative to the baseline
+
+
+class Check(Strict):
+    # Metric name (dotted, without the variant) -> tolerance; "accuracy" covers accuracy.*.
+    tolerances: dict[str, Tolerance] = {}
+
+
+class Params(Strict):
+    seed: Annotated[int, Field(ge=0)] = 0  # training seed for every variant
+    device: Device = "auto"  # auto picks a GPU when one is visible
+    # CPU threads for torch/TF. Fixed so results are bit-identical across machines
+    # with the same CPU features; one thread is also fastest for these tiny models.
+    threads: PosInt = 1
+    data: Data
+    training: Training = Training()
+    variants: dict[str, Variant]
+    evaluate: Evaluate = Evaluate()
+    seeds: Seeds = Seeds()
+    check: Check = Check()
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Params:
+        if not self.variants:
+            raise ValueError("no variants defined (add at least one under 'variants')")
+        buckets = set(self.data.buckets)
+        allowed = ", ".join(sorted(buckets))
+        for b in self.evaluate.buckets:
+            if b not in buckets:
+                raise ValueError(f"evaluate.buckets: unknown bucket {b!r} (allowed: {allowed})")
+        for b in self.seeds.buckets:
+            if b not in buckets:
+                raise ValueError(f"seeds.buckets: unknown bucket {b!r} (allowed: {allowed})")
+        torch_parity = [n for n, v in self.variants.items()
+                        if isinstance(v, ParityVariant) and v.family not in KERAS_PARITY]
+        for name in self.seeds.variants:
+            if name not in torch_parity:
+                raise ValueError(f"seeds.variants: {name!r} is not a torch parity variant "
+                                 f"(allowed: {', '.join(torch_parity)})")
+        for name, v in self.variants.items():
+            if not NAME.match(name):
+                raise ValueError(f"variants.{name}: name must match [a-z][a-z0-9_]*")
+            for key in ("train_bucket", "val_bucket", "probe_bucket"):
+                b = resolved_training(self, name).get(key) if not isinstance(v, XorVariant) else None
+                if b is not None and b not in buckets:
+                    raise ValueError(
+                        f"variants.{name}.training.{key}: unknown bucket {b!r} (allowed: {allowed})"
+                    )
+            for b in getattr(v, "eval_buckets", None) or []:
+                if b not in buckets:
+                    raise ValueError(
+                        f"variants.{name}.eval_buckets: unknown bucket {b!r} (allowed: {allowed})"
+                    )
+        return self
+
+
+# The notebook's exact hyperparameters: hidden size 8, Adam 1e-2, batch 10,
+# 1,000 episodes, no clipping, no input noise, no early stopping.
+NOTEBOOK = {
+    "batch_size": 10,
+    "optimizer": "adam",
+    "lr": 0.01,
+    "clip_grad_norm": None,
+    "input_noise": 0.0,
+    "max_steps": 1000,
+    "patience": 0,
+    "curriculum_start": None,
+}
+
+
+def resolved_training(params: Params, variant: str) -> dict[str, Any]:
+    """The training settings of one variant: defaults, then its preset, then its overrides."""
+    v = params.variants[variant]
+    if isinstance(v, SearchVariant):
+        return {"train_bucket": v.train_bucket, "val_bucket": v.val_bucket}
+    if isinstance(v, XorVariant):
+        return {}
+    out = params.training.model_dump()
+    if v.preset == "notebook":
+        out.update(NOTEBOOK)
+    out.update(v.training.model_dump(exclude_unset=True))  # an explicit null stays null
+    return out
+
+
+def variant_of(params: Params, name: str, engine: str | None = None) -> Any:
+    """The variant called ``name`` (of ``engine``, if given); UserError naming the allowed ones."""
+    allowed = [n for n, v in params.variants.items() if engine is None or ENGINES[v.family] == engine]
+    if name not in allowed:
+        what = f"{engine} variant" if engine else "variant"
+        raise UserError(f"unknown {what} {name!r} (allowed: {', '.join(allowed) or 'none'})")
+    return params.variants[name]
+
+
+def eval_buckets(params: Params, variant: str) -> list[str]:
+    v = params.variants[variant]
+    return list(getattr(v, "eval_buckets", None) or params.evaluate.buckets)
+
+
+def _format_error(err: dict[str, Any], raw: Any) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # Drop the discriminator tag pydantic inserts (variants.lstm.lstm.hidden -> variants.lstm.hidden).
+    if len(loc) >= 3 and loc[0] == "variants" and loc[2] in (*PARITY_FAMILIES, "rnn_search", "xor_mlp"):
+        del loc[2]
+    path = ".".join(loc) or "(top level)"
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see params.yaml comments"
+        return f"{path}: unknown key (allowed: {allowed})"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        families = ", ".join((*PARITY_FAMILIES, "rnn_search", "xor_mlp"))
+        return f"{path}.family: {value.get('family') if isinstance(value, dict) else value!r} is not a family (allowed: {families})"
+    msg = err["msg"]
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        return f"{path}: {msg}" if path != "(top level)" else msg
+    return f"{path}: {value!r} is invalid: {msg}"
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    """The schema model at a key path, for listing allowed keys."""
+    model: Any = Params
+    i = 0
+    while i < len(loc):
+        key = loc[i]
+        if model is Params and key == "variants" and i + 1 < len(loc):
+            return None if i + 2 < len(loc) and loc[i + 2] != "training" else _variant_model(loc, i)
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            if model is Data and key == "buckets":
+                return Bucket
+            return None
+        ann = field.annotation
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            if key == "buckets":
+                return Bucket if i + 1 < len(loc) else None
+            if key == "tolerances":
+                return Tolerance
+            return None
+        i += 1
+    return model
+
+
+def _variant_model(loc: list[str], i: int) -> type[BaseModel] | None:
+    if i + 2 < len(loc) and loc[i + 2] == "training":
+        return TrainingOverride
+    return None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; raise ParamsError with a one-line message."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found (run from the repository root)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ParamsError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        # Variant-level errors: say which keys a variant of that family allows.
+        raise ParamsError(f"{path}: {_format_variant_error(first, raw)}") from None
+
+
+def _format_variant_error(err: dict[str, Any], raw: Any) -> str:
+    loc = [str(p) for p in err["loc"]]
+    if err["type"] == "extra_forbidden" and len(loc) == 4 and loc[0] == "variants":
+        family_model = {"rnn_search": SearchVariant, "xor_mlp": XorVariant}.get(loc[2], ParityVariant)
+        allowed = ", ".join(family_model.model_fields)
+        return f"variants.{loc[1]}.{loc[3]}: unknown key for family {loc[2]} (allowed: {allowed})"
+    return _format_error(err, raw)

@@ -1,0 +1,62 @@
+"""Every path the pipeline reads or writes, in one place.
+
+dvc.yaml (written by ``python -m stages dag``), the stages, the report and the commands
+all take their paths from here, so an output cannot be written where nothing reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+ARTIFACTS = Path("artifacts")
+REPORT = ARTIFACTS / "report"
+XOR_GATE = "xor_gate"  # the XOR truth table's file name in data/ (not a parity bucket)
+
+
+def bucket_file(name: str) -> Path:
+    """A dataset: ``data/NAME.npz`` (format: stages/core/data.py)."""
+    return DATA / f"{name}.npz"
+
+
+def bucket_meta(name: str) -> Path:
+    """Its manifest entry: sha256, counts, lengths, how it was drawn (``data/NAME.json``)."""
+    return DATA / f"{name}.json"
+
+
+def model_dir(variant: str) -> Path:
+    """The trained model: ``model.pt``, ``model.keras`` + ``config.json``, or ``study.npz``."""
+    return ARTIFACTS / "models" / variant
+
+
+def train_metrics(variant: str) -> Path:
+    """Deterministic training metrics (DVC metrics)."""
+    return ARTIFACTS / "train" / f"{variant}.json"
+
+
+def train_curve(variant: str) -> Path:
+    """The training history (parity) or the per-seed table (XOR study)."""
+    return ARTIFACTS / "train" / f"{variant}.csv"
+
+
+def checkpoint(variant: str) -> Path:
+    """Resumable training state; deleted when training finishes (not a DVC output)."""
+    return ARTIFACTS / "checkpoints" / f"{variant}.ckpt"
+
+
+def eval_metrics(variant: str) -> Path:
+    """Held-out headline metrics (DVC metrics): accuracy and loss per bucket, or the XOR summary."""
+    return ARTIFACTS / "metrics" / f"{variant}.json"
+
+
+def eval_plot(variant: str) -> Path:
+    """Accuracy by sequence length (parity) or final accuracy and margin by seed (XOR)."""
+    return ARTIFACTS / "plots" / f"{variant}.csv"
+
+
+def seeds_metrics(variant: str) -> Path:
+    return ARTIFACTS / "metrics" / f"seeds_{variant}.json"
+
+
+def seeds_table(variant: str) -> Path:
+    return ARTIFACTS / "plots" / f"seeds_{variant}.csv"

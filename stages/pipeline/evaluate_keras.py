@@ -1,0 +1,35 @@
+"""Stage ``evaluate-VARIANT`` for the Keras LSTM. What is judged and written: stages/pipeline/evaluate.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import tracking
+from stages.core import paths
+from stages.core.device import configure_tensorflow_device
+from stages.core.params import Params, load_params, variant_of
+from stages.pipeline.evaluate import Predict, evaluate, held_out_sets, require_model
+
+
+def load_predictor(params: Params, variant: str, device: str = "cpu") -> tuple[Predict, Path]:
+    """The trained model as a function (sequences, max batch bits) -> logits, and its file."""
+    from models.keras_lstm import model as keras_lstm
+
+    v = params.variants[variant]
+    folder = paths.model_dir(variant)
+    require_model(folder / keras_lstm.MODEL_FILE, variant)
+    expect = {"family": v.family, "hidden_size": v.hidden_size, "num_layers": v.num_layers, "init": v.init}
+    model, _ = keras_lstm.load(folder, expect=expect)
+    return (lambda seqs, cap: keras_lstm.predict_logits(model, seqs, max_batch_bits=cap)), \
+        folder / keras_lstm.MODEL_FILE
+
+
+def main(variant: str, params_path: str = "params.yaml") -> None:
+    params = load_params(params_path)
+    variant_of(params, variant, "keras")
+    configure_tensorflow_device(params.device)
+    sets = held_out_sets(params, variant)
+    tracking.check_store()
+    tracking.install_sigterm_handler()
+    predict, model_file = load_predictor(params, variant)
+    evaluate(params, variant, sets, predict, model_file)

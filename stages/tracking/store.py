@@ -1,0 +1,190 @@
+"""The MLflow tracking store: its URI, first-time creation, and the two experiments.
+
+Default: ``sqlite:///<repo root>/mlflow.db``, artifacts under ``<repo root>/mlartifacts/<experiment>``.
+``MLFLOW_TRACKING_URI`` overrides it; a tracking server then decides artifact locations.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from stages.core.errors import UserError
+from stages.tracking.provenance import repo_root
+
+T = TypeVar("T")
+
+PROBLEMS = ("parity", "xor-gate")  # one MLflow experiment per problem
+# Without this tag MLflow 3's UI opens an experiment on its GenAI overview.
+KIND = ("mlflow.experimentKind", "custom_model_development")
+_ready: set[str] = set()  # URIs whose store this process has already prepared
+_LOCKED = ("database is locked", "database table is locked")
+_jitter = random.Random()  # never touch the global RNG: training is seeded
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the SQLite file at the main repository's root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative or absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def artifact_location(experiment: str, uri: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts, as a file URI; None lets a server decide.
+
+    For a SQLite store: ``mlartifacts/<experiment>`` beside the database file (for the
+    default store, the repository root); for other databases: under the repository root.
+    """
+    uri = uri or tracking_uri()
+    if urlparse(uri).scheme in ("http", "https", "databricks", "uc"):
+        return None
+    db = _sqlite_path(uri)
+    base = db.resolve().parent if db else repo_root()
+    return (base / "mlartifacts" / experiment).resolve().as_uri()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_store(uri: str) -> None:
+    """Point MLflow at ``uri`` and, for SQLite, create the file and its schema safely.
+
+    Two stages may start together on a fresh repository; MLflow would then run its
+    schema migrations twice at once, so first use is serialised with a file lock. A new
+    database is put in WAL mode, which lets readers (the UI) and one writer work together
+    and makes "database is locked" rarer.
+    """
+    import mlflow
+
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
+    if uri in _ready:
+        return
+    db = _sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(db.with_name(db.name + "-init.lock")), _quiet_migrations():
+            if not db.exists() or db.stat().st_size == 0:
+                con = sqlite3.connect(db)
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
+                finally:
+                    con.close()
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates/migrates schema
+    _ready.add(uri)
+
+
+@contextmanager
+def _quiet_migrations() -> Iterator[None]:
+    """Keep MLflow's "Creating initial MLflow database tables..." INFO lines off stderr."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextmanager
+def quick_http_failures(retries: int = 0, timeout_s: int = 5) -> Iterator[None]:
+    """Let MLflow's REST client give up fast (it retries for minutes by default)."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def experiment_id(problem: str) -> str:
+    """Id of the problem's experiment, created (tagged, with its artifact location) if new."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if problem not in PROBLEMS:
+        raise ValueError(f"unknown problem {problem!r} (allowed: {', '.join(PROBLEMS)})")
+    client = MlflowClient()
+    exp = retry(client.get_experiment_by_name, problem)
+    if exp is None:
+        try:
+            return retry(client.create_experiment, problem, artifact_location=artifact_location(problem),
+                         tags=dict([KIND]))
+        except MlflowException:  # another stage created it a moment ago
+            exp = retry(client.get_experiment_by_name, problem)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        raise UserError(
+            f"MLflow experiment {problem!r} is deleted; restore it (mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id}) or purge it (mlflow gc)"
+        )
+    if exp.tags.get(KIND[0]) != KIND[1]:
+        retry(client.set_experiment_tag, exp.experiment_id, *KIND)
+    return exp.experiment_id
+
+
+def retry(fn: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: Any) -> T:
+    """Call ``fn``; while SQLite says the database is locked, back off (≈ 20 s at most) and retry.
+
+    MLflow already sets a 20 s busy timeout; what remains are lock upgrades SQLite refuses
+    at once (two writers in deferred transactions), which only a retry resolves.
+    """
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if attempt == attempts - 1 or not any(s in str(e) for s in _LOCKED):
+                raise
+            time.sleep(delay * (1 + _jitter.random()))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def check_store() -> str:
+    """Connect to the tracking store (creating the SQLite file if needed); return its URI.
+
+    Raises UserError within a few seconds when it cannot be reached, before a stage
+    spends minutes training a model it then cannot log.
+    """
+    uri = tracking_uri()
+    try:
+        with quick_http_failures():
+            ensure_store(uri)
+            from mlflow import MlflowClient
+
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(f"MLflow store {uri} cannot be reached: {first}") from None
+    return uri
