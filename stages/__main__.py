@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from importlib import import_module
 from importlib.util import find_spec
@@ -33,11 +34,22 @@ PARAMS = click.option(
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so every ``finally`` runs: temporaries go,
+    MLflow runs end KILLED, ``stages repro`` stops its stages."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def _run(module: str, func: str = "main", /, **kwargs):
-    """Call stages.<module>.<func>; turn a user error into one line on stderr and exit 2."""
+    """Call stages.<module>.<func>; turn a user error into one line on stderr and exit 2, and
+    SIGINT / SIGTERM into exit 130 / 143 once everything was cleaned up."""
     from models.common import ModelError
     from stages.core.errors import UserError
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if module.startswith("pipeline.") and os.environ.get("DVC_STAGE"):  # run by DVC: trust no stale dvc.yaml
             from stages.commands.dag import check_stage
@@ -47,6 +59,9 @@ def _run(module: str, func: str = "main", /, **kwargs):
     except (UserError, ModelError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        click.echo("stopped (SIGTERM)" if isinstance(e, Terminated) else "stopped (Ctrl-C)", err=True)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
 
 
 def _engine(variant: str, params_path: str) -> str:
@@ -166,9 +181,10 @@ def data(bucket: str, limit: int | None, data_dir: str) -> None:
 @PARAMS
 @click.option("--baseline", default="HEAD", show_default=True,
               help="Git revision whose committed metrics are the baseline.")
-def check(params_path: str, baseline: str) -> None:
+@click.option("--all", "show_all", is_flag=True, help="List every metric, not only regressions and improvements.")
+def check(params_path: str, baseline: str, show_all: bool) -> None:
     """Regression gate: current metrics against the committed ones (exit 1 on regression)."""
-    _run("commands.check", params_path=params_path, baseline=baseline)
+    _run("commands.check", params_path=params_path, baseline=baseline, show_all=show_all)
 
 
 @cli.command()

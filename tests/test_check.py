@@ -92,7 +92,7 @@ def _changed(**edits) -> dict[str, dict]:
 
 def _run(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     try:
-        check.main()
+        check.main(show_all=True)
     except SystemExit as e:
         return int(e.code), capsys.readouterr().out
     return 0, capsys.readouterr().out
@@ -173,6 +173,34 @@ def test_missing_variant_is_bad_input(repo: Path) -> None:
     _write_metrics(repo, {"lstm": PARITY})
     with pytest.raises(UserError, match=r"without a metrics file now: xor_mlp_16_relu"):
         check.main()
+
+
+def test_a_variant_removed_from_params_is_left_out(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    del params["variants"]["xor_mlp_16_relu"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    _write_metrics(repo, {"lstm": PARITY})
+    code, out = _run(capsys)
+    assert code == 0 and "left out (not in params.yaml): xor_mlp_16_relu" in out
+    assert "xor_mlp_16_relu  " not in out  # no row of it
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1.0", False, [1.0]])
+def test_a_metric_that_is_not_a_finite_number_regresses(repo: Path, capsys: pytest.CaptureFixture[str], bad) -> None:
+    _write_metrics(repo, _changed(**{"lstm__accuracy.len_200": bad, "lstm__n.len_200": bad}))
+    code, out = _run(capsys)
+    assert code == 1
+    assert _verdict(out, "lstm", "accuracy.len_200") == "REGRESSED"
+    assert _verdict(out, "lstm", "n.len_200") == "REGRESSED"  # no tolerance covers n: still wrong
+
+
+def test_default_output_is_the_changes_and_one_summary(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_metrics(repo, _changed(**{"lstm__accuracy.len_200": 0.5}))
+    with pytest.raises(SystemExit):
+        check.main()
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and out[1].startswith("lstm") and "REGRESSED" in out[1]  # header, row, summary x2
+    assert out[2].startswith("check against HEAD")
 
 
 def test_unknown_tolerance_key_is_bad_input(repo: Path) -> None:

@@ -153,8 +153,9 @@ def test_evaluate_resumes_the_training_run(mlflow_store: str, monkeypatch: pytes
                                                ("SIGTERM", "KILLED")])
 def test_interrupted_and_failed_runs(mlflow_store: str, monkeypatch: pytest.MonkeyPatch, error, status) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
-    old_handler = signal.getsignal(signal.SIGTERM)
-    tracking.install_sigterm_handler()
+    from stages.__main__ import _terminate  # what every command installs
+
+    old_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
         with (pytest.raises(KeyboardInterrupt if error == "SIGTERM" else error),
               tracking.tracked_run("parity", "stop", "train", {}, data_hashes={}) as run_id):
@@ -165,6 +166,47 @@ def test_interrupted_and_failed_runs(mlflow_store: str, monkeypatch: pytest.Monk
     finally:
         signal.signal(signal.SIGTERM, old_handler)
     assert client(mlflow_store).get_run(run_id).info.status == status
+
+
+def test_a_run_whose_process_died_is_marked_failed(mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL (or the OOM killer) leaves a run RUNNING; the next stage to open the store ends it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    script = ("from stages import tracking\n"
+              "with tracking.tracked_run('parity', 'doomed', 'train', {}, data_hashes={}) as run_id:\n"
+              "    print(run_id, flush=True)\n"
+              "    import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGKILL
+    run_id = proc.stdout.split()[0]
+    assert client(mlflow_store).get_run(run_id).info.status == "RUNNING"
+    assert store.reap_dead_runs(mlflow_store) == 1
+    run = client(mlflow_store).get_run(run_id)
+    assert run.info.status == "FAILED" and "ended without closing the run" in run.data.tags["paritylab.failure"]
+    with tracking.tracked_run("parity", "alive", "train", {}, data_hashes={}):
+        assert store.reap_dead_runs(mlflow_store) == 0  # this process is alive: its run stays
+
+
+def test_a_moved_store_writes_its_artifacts_beside_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "new" / "mlflow.db"
+    db.parent.mkdir()
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE experiments (artifact_location TEXT)")
+    con.execute("CREATE TABLE runs (artifact_uri TEXT)")
+    con.execute("INSERT INTO experiments VALUES ('file:///old/place/mlartifacts/parity')")
+    con.execute("INSERT INTO runs VALUES ('file:///old/place/mlartifacts/parity/abc/artifacts')")
+    con.execute("INSERT INTO runs VALUES ('s3://bucket/elsewhere')")
+    con.commit()
+    con.close()
+    assert store.relocate_artifacts(db) == 2
+    here = (tmp_path / "new" / "mlartifacts").as_uri()
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT artifact_location FROM experiments").fetchall() == [(here + "/parity",)]
+    assert sorted(con.execute("SELECT artifact_uri FROM runs").fetchall()) == [
+        (here + "/parity/abc/artifacts",), ("s3://bucket/elsewhere",)]
+    assert store.relocate_artifacts(db) == 0  # nothing left to move
 
 
 def test_repo_root_inside_a_dvc_experiment_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -363,9 +405,9 @@ def test_rerun_reproduces_a_real_run(tmp_path: Path) -> None:
 
     for name in ("stages", "models"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", tmp_path)
     shutil.copy(ROOT / ".gitignore", tmp_path)
     shutil.copy(ROOT / "tests" / "params_small.yaml", tmp_path / "params.yaml")
+    sh(sys.executable, "-m", "stages", "dag")
     sh("git", "init", "-q")
     sh("dvc", "init", "-q")
     sh("git", "add", "-A")
@@ -373,7 +415,10 @@ def test_rerun_reproduces_a_real_run(tmp_path: Path) -> None:
     sh("dvc", "repro", "train-lstm", "evaluate-lstm")
     c = client(env["MLFLOW_TRACKING_URI"])
     [run] = c.search_runs([c.get_experiment_by_name("parity").experiment_id])
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "artifacts").rglob("*") if p.is_file()}
     out = sh(sys.executable, "-m", "stages", "rerun", run.info.run_id)
     assert "reproduced: all" in out and "model file sha256: identical" in out
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["seed"] == 0
-    assert "modified" not in sh("dvc", "status", "train-lstm", "evaluate-lstm")  # same output bytes
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "artifacts").rglob("*") if p.is_file()}
+    assert after == before  # run in a temporary worktree: not one file here was rewritten
+    assert sh("git", "worktree", "list").count("\n") == 1  # and the worktree is gone

@@ -2,7 +2,10 @@
 
 Compares every metric in the working tree's ``artifacts/metrics/*.json`` with the same
 files committed at git revision REV (like ``dvc metrics diff REV``), under the
-tolerances of ``check.tolerances`` in params.yaml. Prints one table and a summary line.
+tolerances of ``check.tolerances`` in params.yaml. Only the variants in params.yaml are
+compared (a removed variant's committed files are left out and counted). Prints the
+regressed and improved metrics (``--all``: every metric) and a one-line summary. A metric
+that is not a finite number now (NaN, infinity, a string, true/false) is a regression.
 
 Exit status: 0 nothing regressed; 1 some metric regressed; 2 bad input (UserError):
 a baseline metric missing now, an unreadable metrics file, a tolerance key that
@@ -35,16 +38,24 @@ class Row:
     verdict: str  # ok | improved | REGRESSED | new | info
 
 
-def main(params_path: str = "params.yaml", baseline: str = "HEAD", artifacts: str = "artifacts") -> None:
-    tolerances = load_params(params_path).check.tolerances
+def main(params_path: str = "params.yaml", baseline: str = "HEAD", artifacts: str = "artifacts",
+         show_all: bool = False) -> None:
+    params = load_params(params_path)
+    ours = set(params.variants) | {f"seeds_{v}" for v in params.seeds.variants}  # metrics file stems
     metrics_dir = Path(artifacts) / "metrics"
     current = read_current(metrics_dir)
     root, rel_dir = _repo_paths(metrics_dir)
     commit = _resolve(root, baseline)
     base = read_baseline(root, commit, rel_dir)
-    rows = compare(base, current, tolerances)
-    print(format_table(rows))
-    print(summary_line(rows, baseline, commit))
+    dropped = sorted((set(base) | set(current)) - ours)
+    names = {m for metrics in (*base.values(), *current.values()) for m in metrics}  # for the tolerance check
+    base = {v: m for v, m in base.items() if v in ours}
+    current = {v: m for v, m in current.items() if v in ours}
+    rows = compare(base, current, params.check.tolerances, names)
+    shown = rows if show_all else [r for r in rows if r.verdict in ("REGRESSED", "improved")]
+    if shown:
+        print(format_table(shown))
+    print(summary_line(rows, baseline, commit, dropped))
     regressed = [r for r in rows if r.verdict == "REGRESSED"]
     if regressed:
         sys.exit(1)
@@ -133,6 +144,8 @@ def verdict(base: Any, cur: Any, tol: Tolerance | None) -> str:
     when seeds never solve), so number -> null is a regression and null -> number a gain.
     A change counts only beyond max(abs, rel * |baseline|), in either direction.
     """
+    if cur is not None and not (_number(cur) and math.isfinite(cur)):
+        return "REGRESSED"  # NaN, infinity, a string, true/false: no metric can be that
     if base is MISSING:
         return "new"
     if tol is None or not all(v is None or _number(v) for v in (base, cur)):
@@ -151,8 +164,11 @@ def verdict(base: Any, cur: Any, tol: Tolerance | None) -> str:
 
 
 def compare(base: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]],
-            tolerances: dict[str, Tolerance]) -> list[Row]:
-    """One row per metric of the baseline and the current run; UserError on missing metrics."""
+            tolerances: dict[str, Tolerance], names: set[str] | None = None) -> list[Row]:
+    """One row per metric of the baseline and the current run; UserError on missing metrics.
+
+    names: every metric name a tolerance may cover (default: those of base and current).
+    """
     gone = [f"{v}.{m}" for v in sorted(base) for m in base[v] if m not in current.get(v, {})]
     if gone:
         shown = ", ".join(gone[:5]) + (f", ... ({len(gone)} in all)" if len(gone) > 5 else "")
@@ -160,7 +176,8 @@ def compare(base: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]],
         hint = (f"; variants without a metrics file now: {', '.join(missing_files)} "
                 "(run `dvc repro`, or pick a baseline without them: --baseline REV)") if missing_files else ""
         raise UserError(f"metrics in the baseline missing from the current run: {shown}{hint}")
-    names = {m for metrics in (*base.values(), *current.values()) for m in metrics}
+    if names is None:
+        names = {m for metrics in (*base.values(), *current.values()) for m in metrics}
     unknown = [k for k in tolerances if not any(m == k or m.startswith(k + ".") for m in names)]
     if unknown:
         roots = ", ".join(sorted({m.split(".")[0] for m in names}))
@@ -200,11 +217,13 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def summary_line(rows: list[Row], rev: str, commit: str) -> str:
+def summary_line(rows: list[Row], rev: str, commit: str, dropped: list[str] = ()) -> str:
     counts = {v: sum(r.verdict == v for r in rows) for v in ("ok", "improved", "REGRESSED", "new", "info")}
     variants = len({r.variant for r in rows})
     parts = ", ".join(f"{n} {v}" for v, n in counts.items())
     line = f"check against {rev} ({commit[:7]}): {len(rows)} metrics of {variants} variants: {parts}"
+    if dropped:
+        line += f"; left out (not in params.yaml): {', '.join(dropped)}"
     bad = [f"{r.variant} {r.metric} ({_fmt(r.baseline)} -> {_fmt(r.current)})" for r in rows if r.verdict == "REGRESSED"]
     if bad:
         line += "\nREGRESSED: " + "; ".join(bad)

@@ -207,14 +207,9 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(jobs: int | None = None, timeout_s: float = 3600.0) -> None:
     start = time.perf_counter()
     jobs = jobs or default_jobs()
-    signal.signal(signal.SIGTERM, _interrupt)  # so a killed run stops its stages too
     load_params("params.yaml")  # every stage reads it: refuse a bad one before anything is touched
     dag.main()
     stages = dag.pipeline(*dag.read())["stages"]

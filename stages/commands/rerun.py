@@ -7,10 +7,11 @@ from the run's ``params.json`` artifact into a temporary params file. It then ru
     python -m stages train VARIANT --params TMP
     python -m stages evaluate VARIANT --params TMP    (if the run was evaluated)
 
-from the repository root. Like `dvc repro`, these write the variant's outputs under
-artifacts/; if the rerun reproduces the run they are the same bytes, so `dvc status`
-stays clean. The new run is tagged ``paritylab.rerun_of``; old and new metrics are
-printed side by side. On CPU they must be identical; any difference exits with status 1.
+in a temporary git worktree of that commit (its ``data/`` is this one's, checked by sha256),
+so the workspace is never changed: the committed models and metrics stay as they are, and
+the worktree goes when the rerun ends. The new run (in the same MLflow store) is tagged
+``paritylab.rerun_of``; old and new metrics are printed side by side. On CPU they must be
+identical; any difference exits with status 1. Only FINISHED runs can be rerun.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def load_run(run_id: str) -> Run:
         raise UserError(f"run {run_id} was not made by a paritylab stage (no {P}variant or {P}git.commit tag)")
     if not tags.get(P + "dvc_stage", "train").startswith("train"):
         raise UserError(f"run {run_id} was made by {tags[P + 'dvc_stage']}, not by a train stage; nothing to rerun")
+    if run.info.status != "FINISHED":
+        raise UserError(f"run {run_id} ended {run.info.status}, so there is no result to reproduce "
+                        "(allowed: FINISHED runs)")
     return run
 
 
@@ -123,17 +127,25 @@ def format_table(rows: list[Row]) -> str:
 
 
 def _run_stages(variant: str, doc: dict, evaluate: bool, env: dict[str, str], cwd: Path) -> None:
+    """Train (and evaluate) in a temporary worktree of HEAD (the run's commit, checked), never here."""
     import yaml
 
     with tempfile.TemporaryDirectory(prefix="paritylab-rerun-") as tmp:
-        params = Path(tmp) / "params.yaml"
-        params.write_text(yaml.safe_dump(doc, sort_keys=False))
-        for stage in ("train", "evaluate") if evaluate else ("train",):
-            cmd = [sys.executable, "-m", "stages", stage, variant, "--params", str(params)]
-            print(f"$ python -m stages {stage} {variant} --params {params}", flush=True)
-            rc = subprocess.run(cmd, cwd=cwd, env=env).returncode
-            if rc != 0:
-                raise SystemExit(f"error: the {stage} stage failed (exit status {rc}); no comparison")
+        work = Path(tmp) / "work"
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(work), "HEAD"], cwd=cwd,
+                       check=True, capture_output=True)
+        try:
+            (work / "data").symlink_to(cwd / "data", target_is_directory=True)
+            params = Path(tmp) / "params.yaml"
+            params.write_text(yaml.safe_dump(doc, sort_keys=False))
+            for stage in ("train", "evaluate") if evaluate else ("train",):
+                cmd = [sys.executable, "-m", "stages", stage, variant, "--params", str(params)]
+                print(f"$ python -m stages {stage} {variant} --params {params}  (in {work})", flush=True)
+                rc = subprocess.run(cmd, cwd=work, env=env).returncode
+                if rc != 0:
+                    raise SystemExit(f"error: the {stage} stage failed (exit status {rc}); no comparison")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(work)], cwd=cwd, capture_output=True)
 
 
 def _new_run(experiment_id: str, variant: str, repro_id: str) -> Run:
@@ -167,7 +179,10 @@ def main(run_id: str) -> None:
         raise UserError(f"run {run_id} has no params.json artifact; it cannot be rerun") from None
     variant = tags[P + "variant"]
     repro_id = f"rerun-{os.getpid()}-{int(time.time())}"
-    env = os.environ | {"PARITYLAB_REPRO_ID": repro_id, "PARITYLAB_RERUN_OF": run_id}
+    from stages.tracking.store import tracking_uri
+
+    env = os.environ | {"PARITYLAB_REPRO_ID": repro_id, "PARITYLAB_RERUN_OF": run_id,
+                        "MLFLOW_TRACKING_URI": tracking_uri()}  # this store, not one in the worktree
     _run_stages(variant, doc, P + "evaluate.git.commit" in tags, env, cwd)
     new = _new_run(run.info.experiment_id, variant, repro_id)
     rows = compare_metrics(run.data.metrics, new.data.metrics)

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -37,16 +38,12 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(prefix=prefix, dir=target.parent, suffix=target.suffix)
         os.close(fd)
         tmp = Path(name)
+    tmp.chmod((0o777 if is_dir else 0o666) & ~_umask())  # mkstemp's 0600 is not what the user asked for
     try:
         yield tmp
-        if is_dir:
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(target)
+        if is_dir and target.exists():
+            _swap_dirs(tmp, target)  # now tmp holds the old folder
+            shutil.rmtree(tmp)
         else:
             os.replace(tmp, target)
     except BaseException:
@@ -57,24 +54,68 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _swap_dirs(a: Path, b: Path) -> None:
+    """Exchange two folders in one step (Linux renameat2 RENAME_EXCHANGE): no moment without
+    ``b``, and no window for a second writer. Elsewhere, two renames."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    at_cwd = -100  # AT_FDCWD
+    if renameat2 is not None and renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return
+    old = b.with_name(f".{b.name}.old-{os.getpid()}")
+    b.rename(old)
+    a.rename(b)
+    old.rename(a)
+
+
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
 
 
+# Floats in every JSON and CSV output keep this many significant digits: reruns on another CPU
+# (other SIMD paths, other summation orders) differ from the 7th digit on, and a committed
+# metric must not change its bytes for that. A value at a rounding edge can still flip.
+SIGNIFICANT = 6
+
+
+def rounded(obj: Any) -> Any:
+    """``obj`` with every float rounded to SIGNIFICANT digits (ints, strings, None kept)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{SIGNIFICANT}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v) for v in obj]
+    return obj
+
+
 def csv_text(rows: list[dict[str, Any]]) -> str:
-    """Rows (dicts with the same keys) as CSV text: a header from the first row, "\\n" line ends."""
+    """Rows (dicts with the same keys) as CSV text: a header from the first row, "\\n" line ends,
+    floats rounded to SIGNIFICANT digits."""
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(rounded(list(rows)))
     return buf.getvalue()
 
 
 def write_json(target: str | Path, obj: Any) -> None:
-    """Write JSON with sorted keys and a trailing newline (stable bytes for DVC hashes)."""
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write JSON with sorted keys, floats rounded to SIGNIFICANT digits and a trailing newline
+    (stable bytes for DVC hashes)."""
+    write_text(target, json.dumps(rounded(obj), indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

@@ -51,11 +51,23 @@ class ParamsError(UserError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: true/yes/on are not numbers, 1.5 is not an int; NaN and infinity are no number a
+    # setting can use (lr: .inf trains to a NaN model and exits 0).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # NumPy, torch and TensorFlow all take 32-bit seeds
+# Limits that protect memory and time, each with its reason. None binds the defaults.
+MAX_THREADS = 256  # more than any machine here has; torch and TF crash on absurd counts
+MAX_HIDDEN = 4096  # an h4096 LSTM step is 16M weights; the parity nets use 8
+MAX_BATCH = 65_536  # sequences per step; 10^9 was OOM-killed at 20 GB with its run left RUNNING
+MAX_NAME = 64  # variant and bucket names become file names (limit 255) and MLflow run names
+# A bucket is unpacked to one byte per bit while it is drawn and loaded, twice over at the peak:
+# refuse one that cannot fit in half this machine's memory (len_1000000.count: 100000 asked
+# for 11.6 GiB).
+BYTES_PER_BIT = 2
 
 
 class Bucket(Strict):
@@ -78,18 +90,23 @@ class Bucket(Strict):
 
 
 class Data(Strict):
-    seed: Annotated[int, Field(ge=0)] = 20261122  # the data seed; changing it regenerates every dataset
+    seed: Seed = 20261122  # the data seed; changing it regenerates every dataset
     # Safety limit on any sequence length: a typo like 10000000 would need gigabytes.
     max_len_limit: PosInt = 1_000_000
     buckets: dict[str, Bucket]  # name -> bucket; names are file names under data/
 
     @model_validator(mode="after")
     def _check_buckets(self) -> Data:
+        memory = _memory_bytes()
         for name, b in self.buckets.items():
-            if not NAME.match(name) or name == "xor_gate":
-                raise ValueError(
-                    f"bucket name {name!r} must match [a-z][a-z0-9_]* and not be 'xor_gate'"
-                )
+            if not NAME.match(name) or name == "xor_gate" or len(name) > MAX_NAME:
+                raise ValueError(f"bucket name {_short(name)} must match [a-z][a-z0-9_]*, have at most "
+                                 f"{MAX_NAME} characters and not be 'xor_gate'")
+            need = b.count * b.max_len * BYTES_PER_BIT
+            if memory and need > memory // 2:
+                raise ValueError(f"buckets.{name}: count x max_len = {b.count * b.max_len:,} bits needs about "
+                                 f"{need / 2**30:.1f} GiB while drawn and loaded; this machine has "
+                                 f"{memory / 2**30:.0f} GiB (allowed: at most half of it)")
             if b.max_len > self.max_len_limit:
                 raise ValueError(
                     f"buckets.{name}.max_len={b.max_len} exceeds max_len_limit={self.max_len_limit}"
@@ -119,7 +136,7 @@ class Training(Strict):
     probe_count: PosInt = 500
     # 256 learns parity in a few hundred LSTM steps and trains ~3x as many sequences per
     # second as 64 (per-step overhead dominates tiny nets); 10 (the notebook) is too noisy.
-    batch_size: PosInt = 256
+    batch_size: Annotated[int, Field(gt=0, le=MAX_BATCH)] = 256
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: PosFloat = 0.01  # Adam at 1e-2 as in the notebook; clipping keeps it stable
     clip_grad_norm: PosFloat | None = 1.0  # gradient-norm clipping; null disables (notebook)
@@ -158,7 +175,7 @@ class TrainingOverride(Strict):
     val_bucket: str | None = None
     probe_bucket: str | None = None
     probe_count: PosInt | None = None
-    batch_size: PosInt | None = None
+    batch_size: Annotated[int, Field(gt=0, le=MAX_BATCH)] | None = None
     optimizer: Literal["adam", "sgd"] | None = None
     lr: PosFloat | None = None
     clip_grad_norm: PosFloat | None = None
@@ -174,13 +191,14 @@ class ParityVariant(Strict):
     """A recurrent model trained by gradient descent to output the parity of a bit sequence."""
 
     family: Literal[PARITY_FAMILIES]  # type: ignore[valid-type]
-    hidden_size: PosInt = 8  # 8 units are plenty for a 2-state automaton
+    hidden_size: Annotated[int, Field(gt=0, le=MAX_HIDDEN)] = 8  # 8 units are plenty for a 2-state automaton
     num_layers: PosInt = 1  # stacked layers (nn.RNN/LSTM/GRU and keras_lstm only)
     # Weight initialisation: the framework's own default, or one applied to every matrix.
     init: Literal["default", "xavier_uniform", "orthogonal"] = "default"
     preset: Literal["default", "notebook"] = "default"  # notebook = the original hyperparameters
     training: TrainingOverride = TrainingOverride()
-    eval_buckets: list[str] | None = None  # held-out buckets to evaluate; null = evaluate.buckets
+    # Held-out buckets to evaluate; null = evaluate.buckets ([] is refused: it would judge nothing).
+    eval_buckets: Annotated[list[str], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _one_layer_cells(self) -> ParityVariant:
@@ -199,21 +217,21 @@ class SearchVariant(Strict):
     """Random search over the weights of a small saturating tanh RNN (no gradients)."""
 
     family: Literal["rnn_search"]
-    hidden_size: PosInt = 2  # a 2-unit tanh RNN can hold the parity bit
+    hidden_size: Annotated[int, Field(gt=0, le=MAX_HIDDEN)] = 2  # a 2-unit tanh RNN can hold the parity bit
     weight_scale: PosFloat = 6.0  # std of sampled weights; large -> saturated, length-robust units
     trials: PosInt = 200_000  # candidate weight sets at most
     chunk: PosInt = 4096  # candidates evaluated together
     screen_count: PosInt = 64  # training sequences a candidate must get right to be kept
     train_bucket: str = "train"
     val_bucket: str = "val"
-    eval_buckets: list[str] | None = None
+    eval_buckets: Annotated[list[str], Field(min_length=1)] | None = None
 
 
 class XorVariant(Strict):
     """A Keras MLP on the 4-row XOR truth table, trained from ``seeds`` seeds."""
 
     family: Literal["xor_mlp"]
-    hidden_layers: list[PosInt] = [16]  # units per hidden layer; [32, 32] is two layers
+    hidden_layers: Annotated[list[Annotated[int, Field(gt=0, le=MAX_HIDDEN)]], Field(min_length=1)] = [16]  # [32, 32]: two layers
     activation: Literal["relu", "linear", "tanh", "sigmoid"] = "relu"
     output_activation: Literal["sigmoid", "linear"] = "sigmoid"  # linear for the 128-linear net
     loss: Literal["mse", "bce"] = "mse"  # mean-squared error as in the original study
@@ -232,8 +250,8 @@ Variant = Annotated[
 
 
 class Evaluate(Strict):
-    # Held-out buckets every parity variant is judged on (a variant may narrow this).
-    buckets: list[str] = [
+    # Held-out buckets every parity variant is judged on (a variant may narrow this); at least one.
+    buckets: Annotated[list[str], Field(min_length=1)] = [
         "len_50_100",
         "len_200",
         "len_1000",
@@ -269,11 +287,11 @@ class Check(Strict):
 
 
 class Params(Strict):
-    seed: Annotated[int, Field(ge=0)] = 0  # training seed for every variant
+    seed: Seed = 0  # training seed for every variant
     device: Device = "auto"  # auto picks a GPU when one is visible
     # CPU threads for torch/TF. Fixed so results are bit-identical across machines
     # with the same CPU features; one thread is also fastest for these tiny models.
-    threads: PosInt = 1
+    threads: Annotated[int, Field(gt=0, le=MAX_THREADS)] = 1
     data: Data
     training: Training = Training()
     variants: dict[str, Variant]
@@ -289,10 +307,13 @@ class Params(Strict):
         allowed = ", ".join(sorted(buckets))
         for b in self.evaluate.buckets:
             if b not in buckets:
-                raise ValueError(f"evaluate.buckets: unknown bucket {b!r} (allowed: {allowed})")
+                raise ValueError(f"evaluate.buckets: unknown bucket {_short(b)} (allowed: {allowed})")
         for b in self.seeds.buckets:
             if b not in buckets:
-                raise ValueError(f"seeds.buckets: unknown bucket {b!r} (allowed: {allowed})")
+                raise ValueError(f"seeds.buckets: unknown bucket {_short(b)} (allowed: {allowed})")
+        if self.seeds.variants and not self.seeds.buckets:
+            raise ValueError("seeds.buckets: empty, so the seeds would be judged on nothing "
+                             f"(allowed: one or more of {allowed})")
         torch_parity = [n for n, v in self.variants.items()
                         if isinstance(v, ParityVariant) and v.family not in KERAS_PARITY]
         for name in self.seeds.variants:
@@ -300,18 +321,19 @@ class Params(Strict):
                 raise ValueError(f"seeds.variants: {name!r} is not a torch parity variant "
                                  f"(allowed: {', '.join(torch_parity)})")
         for name, v in self.variants.items():
-            if not NAME.match(name):
-                raise ValueError(f"variants.{name}: name must match [a-z][a-z0-9_]*")
+            if not NAME.match(name) or len(name) > MAX_NAME:
+                raise ValueError(f"variants.{_short(name)}: a name must match [a-z][a-z0-9_]* "
+                                 f"and have at most {MAX_NAME} characters")
             for key in ("train_bucket", "val_bucket", "probe_bucket"):
                 b = resolved_training(self, name).get(key) if not isinstance(v, XorVariant) else None
                 if b is not None and b not in buckets:
-                    raise ValueError(
-                        f"variants.{name}.training.{key}: unknown bucket {b!r} (allowed: {allowed})"
-                    )
+                    where = (f"variants.{name}." if isinstance(v, SearchVariant) else
+                             f"variants.{name}.training." if key in v.training.model_fields_set else "training.")
+                    raise ValueError(f"{where}{key}: unknown bucket {_short(b)} (allowed: {allowed})")
             for b in getattr(v, "eval_buckets", None) or []:
                 if b not in buckets:
                     raise ValueError(
-                        f"variants.{name}.eval_buckets: unknown bucket {b!r} (allowed: {allowed})"
+                        f"variants.{name}.eval_buckets: unknown bucket {_short(b)} (allowed: {allowed})"
                     )
         return self
 
@@ -368,16 +390,39 @@ def _format_error(err: dict[str, Any], raw: Any) -> str:
     value = err.get("input")
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
-        allowed = ", ".join(parent.model_fields) if parent else "see params.yaml comments"
-        return f"{path}: unknown key (allowed: {allowed})"
+        allowed = ", ".join(parent.model_fields) if parent and parent.model_fields else "see params.yaml comments"
+        return f"{_cut(path)}: unknown key (allowed: {allowed})"
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
         families = ", ".join((*PARITY_FAMILIES, "rnn_search", "xor_mlp"))
-        return f"{path}.family: {value.get('family') if isinstance(value, dict) else value!r} is not a family (allowed: {families})"
+        got = value.get("family") if isinstance(value, dict) else value
+        return f"{path}.family: {_short(got)} is not a family (allowed: {families})"
     msg = err["msg"]
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
         return f"{path}: {msg}" if path != "(top level)" else msg
-    return f"{path}: {value!r} is invalid: {msg}"
+    if kind == "finite_number":
+        return f"{path}: {_short(value)} is invalid: NaN and infinity are not allowed (give a finite number)"
+    return f"{path}: {_short(value)} is invalid: {msg}"
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    """``text`` cut to about ``limit`` characters for a one-line message (a 10 MB value is not echoed)."""
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text):,} characters)"
+
+
+def _short(value: Any) -> str:
+    """repr of a value, cut for a one-line message."""
+    return _cut(repr(value), 60)
+
+
+def _memory_bytes() -> int:
+    """This machine's memory, or 0 where it cannot be read."""
+    import os
+
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
@@ -411,15 +456,39 @@ def _variant_model(loc: list[str], i: int) -> type[BaseModel] | None:
     return None
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """The same key twice in one mapping: YAML would keep the last one silently."""
+
+
+class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser: 10x faster
+    """yaml's safe loader that refuses duplicate keys (``seed: 0`` then ``seed: 5``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKeyError(f"key {_short(key)} appears twice at line {key_node.start_mark.line + 1} "
+                                        "(YAML would keep the last silently); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file; raise ParamsError with a one-line message."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the repository root)") from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ParamsError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at line {line}); "
+                          "save it as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  (a SafeLoader)
+    except DuplicateKeyError as e:
+        raise ParamsError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -427,6 +496,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: malformed YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    if unknown := [k for k in raw if k not in Params.model_fields]:  # fast, before pydantic sees 10^6 keys
+        raise ParamsError(f"{path}: {_cut(str(unknown[0]))}: unknown key "
+                          f"(allowed: {', '.join(Params.model_fields)})")
     try:
         return Params.model_validate(raw)
     except ValidationError as e:

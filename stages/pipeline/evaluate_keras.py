@@ -30,6 +30,5 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     configure_tensorflow_device(params.device)
     sets = held_out_sets(params, variant)
     tracking.check_store()
-    tracking.install_sigterm_handler()
     predict, model_file = load_predictor(params, variant)
     evaluate(params, variant, sets, predict, model_file)

@@ -41,7 +41,6 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     device = resolve_torch_device(params.device)
     sets = held_out_sets(params, variant)  # all checked before any work
     tracking.check_store()
-    tracking.install_sigterm_handler()
     import torch  # noqa: F401  (so seed_everything sets torch's threads)
 
     predict, model_file = load_predictor(params, variant, device)

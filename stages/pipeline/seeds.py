@@ -40,7 +40,6 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     buckets = {b: datasets.load_bucket(b) for b in cfg.buckets}  # all checked before any work
     data = datasets.training_sets(training)
     tracking.check_store()
-    tracking.install_sigterm_handler()
 
     run_params = {"seeds": cfg.model_dump(), "device": device, "threads": params.threads,
                   "model": params.variants[variant].model_dump(), "training": asdict(training)}

@@ -24,7 +24,6 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     cfg = train_config(params, variant)
     sets = data.training_sets(cfg)
     tracking.check_store()
-    tracking.install_sigterm_handler()
 
     from models.keras_lstm import model as keras_lstm
     from models.keras_lstm import train as keras_train

@@ -27,7 +27,6 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     train = data.load_bucket(v.train_bucket)
     val = data.load_bucket(v.val_bucket)
     tracking.check_store()
-    tracking.install_sigterm_handler()
 
     from models.rnn_search import search
     from models.torch_rnn import zoo

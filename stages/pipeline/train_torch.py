@@ -28,7 +28,6 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     cfg = train_config(params, variant)
     sets = data.training_sets(cfg)  # every file checked before any work
     tracking.check_store()
-    tracking.install_sigterm_handler()
 
     from models.torch_rnn import train as torch_train
     from models.torch_rnn import zoo

@@ -39,7 +39,6 @@ def main(variant: str | None = None, params_path: str = "params.yaml") -> None:
     device = configure_tensorflow_device(params.device)
     x, y = data.load_xor_gate()
     tracking.check_store()
-    tracking.install_sigterm_handler()
     for name in names:
         seed_everything(params.seed, params.threads)
         with tracking.tracked_run("xor-gate", name, f"xor-{name}", run_params(params, name, device, {}),

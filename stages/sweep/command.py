@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,6 +102,11 @@ def _close_parents(parents: Mapping[str, str], uri: str, counts: Mapping[str, in
         retry(client.log_batch, run_id, metrics=[Metric(f"sweep/{k}", v, now, 0) for k, v in counts.items()])
         for path in files.values():
             retry(client.log_artifact, run_id, str(path), "results/plots" if path.parent.name == "plots" else "results")
+        if status != "FINISHED":  # trials stopped with the sweep end with it, not RUNNING forever
+            exp = retry(client.get_run, run_id).info.experiment_id
+            for child in retry(client.search_runs, [exp], f"tags.`mlflow.parentRunId` = '{run_id}' "
+                               "and attributes.status = 'RUNNING'"):
+                retry(client.set_terminated, child.info.run_id, "KILLED")
         retry(client.set_terminated, run_id, status)
 
 
@@ -153,16 +157,7 @@ def _write_trials(trials: list[Trial], out: Path, manifest_sha: str) -> dict[str
     return {t.name: trial_key(t, code, manifest_sha) for t in trials}
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a CI timeout, `kill`) ends the sweep like Ctrl-C: Ray shut down, parents KILLED."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def main(sweep_file: str, address: str | None = None, params_path: str = "params.yaml") -> None:
-    _interrupt_on_sigterm()
     sweep = load_sweep(sweep_file)
     trials = plan(sweep, sweep_file, params_path)
     data, manifest_sha = _manifest()
@@ -183,7 +178,7 @@ def main(sweep_file: str, address: str | None = None, params_path: str = "params
     uri = _store_uri()
     parents = _open_parents(sweep, sweep_file, out, uri, sorted({t.problem for t in trials}))
     say(f"MLflow {uri}: parent run(s) " + ", ".join(f"{p}={r}" for p, r in parents.items()))
-    status = "FAILED"
+    status, stop = "FAILED", None
     try:
         if pending:
             from stages.sweep.ray_runner import run_trials
@@ -195,14 +190,13 @@ def main(sweep_file: str, address: str | None = None, params_path: str = "params
                                {"status": "failed", "key": keys[name], "stage": "ray", "returncode": None,
                                 "error": error})
         status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the command line raises it for SIGTERM too)
+        status, stop = "KILLED", e
     finally:
         status = _finish(sweep, trials, out, keys, parents, uri, status, say)
     if status == "KILLED":
         say("interrupted; run the same command again to resume (finished trials are kept)")
-        raise SystemExit(130)
+        raise stop or KeyboardInterrupt()  # exit 130 (Ctrl-C) or 143 (SIGTERM)
 
 
 def _finish(sweep: Sweep, trials: list[Trial], out: Path, keys: Mapping[str, str],

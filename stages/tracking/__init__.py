@@ -3,7 +3,6 @@ decides them: no stage lists tracking code as a dependency, so a change here rer
 
 Importing this module does not import mlflow (first use does). A train stage::
 
-    tracking.install_sigterm_handler()               # SIGTERM ends the run as KILLED
     tracking.check_store()                           # fail fast, before any training
     with tracking.tracked_run("parity", variant, f"train-{variant}", settings,
                               data_hashes=hashes, params_doc=params.model_dump(mode="json")):
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -44,7 +42,7 @@ P = "paritylab."  # prefix of every tag this project sets
 MAX_PARAM = 6000  # MLflow's limit on a param value
 __all__ = [
     "check_store", "tracked_run", "log_metrics", "log_summary", "log_history", "log_seed_table",
-    "log_metrics_json", "log_artifact", "set_model_hash", "find_run", "install_sigterm_handler",
+    "log_metrics_json", "log_artifact", "set_model_hash", "find_run",
     "log_torch_model", "log_keras_model", "retry", "tracking_uri", "repo_root",
 ]
 
@@ -92,8 +90,8 @@ def tracked_run(
     that run: its provenance goes under ``paritylab.<stage>.``, new params are added, and
     a param whose value changed is recorded as tag ``paritylab.<stage>.param.<key>``.
 
-    End state: FINISHED; KILLED on KeyboardInterrupt (and SIGTERM, see
-    ``install_sigterm_handler``); FAILED on any other exception, which is re-raised.
+    End state: FINISHED; KILLED on KeyboardInterrupt (the command line turns SIGTERM into one,
+    stages/__main__.py); FAILED on any other exception, which is re-raised.
     """
     import mlflow
 
@@ -153,6 +151,7 @@ def _resume_run(run_id: str, stage: str, prov: dict[str, str], data_tags: dict[s
     retry(mlflow.start_run, run_id=run_id)
     tags = {f"{P}{stage}.{k}": v for k, v in prov.items()} | data_tags
     tags |= {f"{P}{stage}.param.{k}": v for k, v in changed.items()}
+    tags |= {f"{P}{k}": prov[k] for k in ("host", "pid", "pid_start")}  # the process that holds it now
     _set_tags(run_id, tags)
     _log_params(run_id, {k: v for k, v in values.items() if k not in old})
     return run_id
@@ -290,12 +289,3 @@ def find_run(problem: str, variant: str, model_sha256: str) -> str | None:
         order_by=["attributes.start_time DESC"], max_results=1,
     )
     return runs[0].info.run_id if runs else None
-
-
-def install_sigterm_handler() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so a killed stage ends its run as KILLED."""
-
-    def _interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _interrupt)

@@ -10,6 +10,7 @@ import fnmatch
 import os
 import platform
 import re
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -157,7 +158,11 @@ def provenance_tags(dvc_stage: str) -> dict[str, str]:
     commit = git_commit() or "none"
     dirty = dirty_files()
     dvc_stage = os.environ.get("DVC_STAGE") or dvc_stage
+    me = psutil.Process()
     tags = {
+        "host": socket.gethostname(),  # pid and pid_start: a run whose process died is found and
+        "pid": str(me.pid),  # marked FAILED the next time the store is opened
+        "pid_start": str(int(me.create_time())),
         "git.commit": commit,
         "git.dirty": str(bool(dirty)).lower(),
         "dvc_stage": dvc_stage,

@@ -10,6 +10,7 @@ import fcntl
 import os
 import random
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,7 +92,61 @@ def ensure_store(uri: str) -> None:
                 finally:
                     con.close()
             mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates/migrates schema
+            relocate_artifacts(db)
     _ready.add(uri)
+
+
+def relocate_artifacts(db: Path) -> int:
+    """Point a moved or copied store's artifact locations at ``mlartifacts/`` beside it.
+
+    MLflow records absolute file URIs, so a checkout that was moved (or a copy of it) would
+    keep writing into the old folder. Only locations that end in ``/mlartifacts/...`` are
+    rewritten; a store on a server or with other locations is left alone. -> rows changed.
+    """
+    here = (db.resolve().parent / "mlartifacts").as_uri()
+    con = sqlite3.connect(db, timeout=20)
+    try:
+        changed = 0
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            rows = con.execute(f"SELECT rowid, {column} FROM {table} WHERE {column} LIKE 'file://%/mlartifacts/%' "
+                               f"AND {column} NOT LIKE ?", (here + "/%",)).fetchall()
+            for rowid, old in rows:
+                new = here + "/" + old.split("/mlartifacts/", 1)[1]
+                con.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (new, rowid))
+            changed += len(rows)
+        con.commit()
+        return changed
+    finally:
+        con.close()
+
+
+def reap_dead_runs(uri: str) -> int:
+    """Mark FAILED the runs left RUNNING by a process of this host that is gone (SIGKILL, the OOM
+    killer, a power cut), with the reason in tag ``paritylab.failure``. -> how many."""
+    import socket
+
+    import psutil
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    host = socket.gethostname()
+    ids = [e.experiment_id for e in retry(client.search_experiments) if e.name in PROBLEMS]
+    if not ids:
+        return 0
+    running = retry(client.search_runs, ids, f"attributes.status = 'RUNNING' and tags.`paritylab.host` = '{host}'")
+    reaped = 0
+    for run in running:
+        pid, started = run.data.tags.get("paritylab.pid", ""), run.data.tags.get("paritylab.pid_start", "")
+        try:
+            alive = int(psutil.Process(int(pid)).create_time()) == int(started)
+        except (ValueError, psutil.Error):
+            alive = False
+        if not alive:
+            retry(client.set_tag, run.info.run_id, "paritylab.failure",
+                  f"process {pid} on {host} ended without closing the run (killed: SIGKILL or out of memory?)")
+            retry(client.set_terminated, run.info.run_id, "FAILED")
+            reaped += 1
+    return reaped
 
 
 @contextmanager
@@ -184,6 +239,8 @@ def check_store() -> str:
             from mlflow import MlflowClient
 
             MlflowClient(uri).search_experiments(max_results=1)
+            if reaped := reap_dead_runs(uri):
+                print(f"tracking: marked {reaped} run(s) FAILED whose process died while they ran", file=sys.stderr)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise UserError(f"MLflow store {uri} cannot be reached: {first}") from None
