@@ -48,7 +48,9 @@ check: $(STAMP) ## Regression gate against the committed metrics
 bench: $(STAMP) ## Benchmark; writes bench/results.json
 	$(BIN)/python bench/run.py
 
-ui: $(STAMP) ## Open the MLflow UI on the local store (127.0.0.1:5000)
+ui: $(STAMP) ## Open the MLflow UI on the local store (127.0.0.1:5000); prints the parity runs' URL
+	@$(BIN)/python -c "import sqlite3; row = sqlite3.connect('mlflow.db').execute(\"select experiment_id from experiments where name = 'parity'\").fetchone(); print('parity runs: http://127.0.0.1:5000/#/experiments/%s/runs' % row[0] if row else 'no parity runs yet: run make repro first')" 2>/dev/null || true
+	@echo "(if the UI opens on its GenAI views, switch to 'Model training', then 'Training runs')"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean: ## Remove the venv (outputs stay; dvc owns them)

@@ -1,8 +1,8 @@
 """Time `dvc repro` of the whole pipeline in a temporary copy of the repository.
 
-The copy is made as tests/test_pipeline.py makes its own: stages/, models/, dvc.yaml,
-.gitignore and a params file, then `git init`, `dvc init` and one commit, so DVC's cache is
-empty and every stage runs. Each copy has its own MLflow store, like a fresh clone.
+The copy is made as tests/test_pipeline.py makes its own: stages/, models/, .gitignore and a
+params file, dvc.yaml written for it (`python -m stages dag`), then `git init`, `dvc init` and
+one commit, so DVC's cache is empty and every stage runs. Each copy has its own MLflow store, like a fresh clone.
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ def fresh_repo(repo: Path, params_file: Path) -> None:
     """A committed copy of the project in ``repo`` whose DVC cache is empty."""
     for name in ("stages", "models"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
     shutil.copy(params_file, repo / "params.yaml")
+    sh([sys.executable, "-m", "stages", "dag"], repo)
     sh(["git", "init", "-q"], repo)
     sh(["git", "config", "user.email", "bench@example.com"], repo)
     sh(["git", "config", "user.name", "bench"], repo)
     sh([DVC, "init", "-q"], repo)
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")  # the plot templates dvc.yaml names
     sh([DVC, "config", "core.autostage", "true"], repo)
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "init"], repo)

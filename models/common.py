@@ -36,6 +36,10 @@ class TrainConfig:
     patience: int = 4  # stop after this many 100% validations in a row; 0: never
     curriculum_start: int | None = None  # None: every length from the start
     checkpoint_every: int = 500
+    # The contraction phase (models/torch_rnn/contraction.py): from the first 100% validation
+    # on, add weight x mean relu(||d state'/d state||_F - rho)^2 at reached states; 0 disables.
+    contraction_weight: float = 10.0
+    contraction_rho: float = 0.5
 
 
 class Checkpoint(Protocol):
@@ -88,6 +92,7 @@ class Progress:
     steps_to_val_100: int | None = None
     steps_to_probe_100: int | None = None
     seconds: float = 0.0  # training time before this process (resumed runs)
+    contraction_from: int | None = None  # step the contraction phase began
 
 
 def evaluation_row(
@@ -120,10 +125,15 @@ def evaluation_row(
 def record(
     row: dict[str, Any], state: Progress, cfg: TrainConfig, log: Log | None, progress: Printer | None,
 ) -> None:
-    """Record an evaluation: history, first-100% steps, early-stop streak, log and progress line."""
+    """Record an evaluation: history, first-100% steps, early-stop streak, log and progress line.
+
+    With a contraction phase, early stopping counts only evaluations made in it.
+    """
     state.history.append(row)
     step = row["step"]
     state.streak = state.streak + 1 if row["val_accuracy"] == 1.0 else 0
+    if cfg.contraction_weight and state.contraction_from is None:
+        state.streak = 0
     if row["val_accuracy"] == 1.0 and state.steps_to_val_100 is None:
         state.steps_to_val_100 = step
     if row["probe_accuracy"] == 1.0 and state.steps_to_probe_100 is None:
@@ -140,6 +150,13 @@ def record(
             f"step {step}/{cfg.max_steps}  loss {row['train_loss']:.3f}  "
             f"val {row['val_accuracy']:.3f}{probe}{cap}"
         )
+
+
+def contraction_on(state: Progress, cfg: TrainConfig) -> bool:
+    """Whether this step is in the contraction phase (it begins at the first 100% validation)."""
+    if cfg.contraction_weight and state.contraction_from is None and state.steps_to_val_100 is not None:
+        state.contraction_from, state.streak = state.step, 0
+    return bool(cfg.contraction_weight) and state.contraction_from is not None
 
 
 def to_result(state: Progress, cfg: TrainConfig, stopped: str) -> TrainResult:

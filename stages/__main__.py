@@ -72,7 +72,7 @@ def _engine(variant: str, params_path: str) -> str:
 
 
 def _run_variant(stage: str, variant: str, params_path: str) -> None:
-    """Run stage ``train`` or ``evaluate`` of ``variant`` in its engine's module."""
+    """Run stage ``train``, ``evaluate`` or ``certify`` of ``variant`` in its engine's module."""
     from models.common import ModelError
     from stages.core.errors import UserError
 
@@ -81,10 +81,13 @@ def _run_variant(stage: str, variant: str, params_path: str) -> None:
     except (UserError, ModelError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    if engine == "xor" and stage == "certify":
+        click.echo(f"error: {variant} is an XOR gate study, not a parity net: nothing to certify", err=True)
+        sys.exit(2)
     if engine == "xor":  # trained and judged together: stage xor
         _run("pipeline.xor", variant=variant, params_path=params_path)
     else:
-        module = "evaluate_torch" if stage == "evaluate" and engine == "search" else f"{stage}_{engine}"
+        module = f"{stage}_torch" if stage != "train" and engine == "search" else f"{stage}_{engine}"
         _run(f"pipeline.{module}", variant=variant, params_path=params_path)
 
 
@@ -130,6 +133,14 @@ def evaluate(variant: str, params_path: str) -> None:
 @cli.command()
 @click.argument("variant")
 @PARAMS
+def certify(variant: str, params_path: str) -> None:
+    """Prove a trained parity net right on every sequence of every length, or say why not (certify-VARIANT)."""
+    _run_variant("certify", variant, params_path)
+
+
+@cli.command()
+@click.argument("variant")
+@PARAMS
 def seeds(variant: str, params_path: str) -> None:
     """Train a variant from seeds 0..N-1, count the seeds that solve (stage seeds-VARIANT)."""
     _run("pipeline.seeds", variant=variant, params_path=params_path)
@@ -161,6 +172,13 @@ def repro(jobs: int | None, timeout_s: int) -> None:
 
 
 @cli.command()
+@PARAMS
+def sync(params_path: str) -> None:
+    """Mirror dvc.lock in MLflow: one run per variant and result (`make repro` runs it last)."""
+    _run("commands.sync", params_path=params_path)
+
+
+@cli.command()
 @click.option("--check", is_flag=True, help="Only say whether dvc.yaml is up to date (exit 1 if not).")
 @PARAMS
 def dag(check: bool, params_path: str) -> None:
@@ -182,9 +200,10 @@ def data(bucket: str, limit: int | None, data_dir: str) -> None:
 @click.option("--baseline", default="HEAD", show_default=True,
               help="Git revision whose committed metrics are the baseline.")
 @click.option("--all", "show_all", is_flag=True, help="List every metric, not only regressions and improvements.")
-def check(params_path: str, baseline: str, show_all: bool) -> None:
+@click.option("--markdown", is_flag=True, help="Print a markdown table (for a pull request or CI job summary).")
+def check(params_path: str, baseline: str, show_all: bool, markdown: bool) -> None:
     """Regression gate: current metrics against the committed ones (exit 1 on regression)."""
-    _run("commands.check", params_path=params_path, baseline=baseline, show_all=show_all)
+    _run("commands.check", params_path=params_path, baseline=baseline, show_all=show_all, markdown=markdown)
 
 
 @cli.command()

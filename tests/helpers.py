@@ -24,3 +24,9 @@ def generate_data(data: Data, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in dataset_names(data):
         generate(name, data, out)
+
+
+def seqset(seqs: list[np.ndarray], name: str = "toy") -> SeqSet:
+    """A SeqSet of the given 0/1 arrays (labels: their parity)."""
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    return SeqSet.from_stream(name, lengths, np.concatenate(seqs) if seqs else np.zeros(0, np.uint8))

@@ -250,3 +250,13 @@ def test_cli_exit_statuses(repo: Path) -> None:
     assert proc.returncode == 1 and "REGRESSED" in proc.stdout
     proc = cli("--baseline", "nope")
     assert proc.returncode == 2 and proc.stderr.startswith("error: baseline revision 'nope'")
+
+
+def test_markdown_for_a_job_summary(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_metrics(repo, _changed(**{"lstm__accuracy.len_200": 0.5}))
+    with pytest.raises(SystemExit):
+        check.main(markdown=True)
+    out = capsys.readouterr().out
+    assert out.startswith("**Regression gate: 1 metric(s) REGRESSED**")
+    assert "| variant | metric | committed | new | change | verdict |" in out
+    assert "| lstm | accuracy.len_200 | 0.98 | 0.5 | -0.48 | REGRESSED |" in out

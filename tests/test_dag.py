@@ -18,7 +18,15 @@ PARAMS = load_params(ROOT / "params.yaml")
 
 
 def test_committed_dvc_yaml_is_what_params_and_code_give() -> None:
-    assert (ROOT / "dvc.yaml").read_text() == dag.render(ROOT / "params.yaml"), "run `python -m stages dag`"
+    text = (ROOT / "dvc.yaml").read_text()
+    assert text == dag.render(ROOT / "params.yaml", text), "run `python -m stages dag`"
+
+
+def test_a_stage_of_the_users_own_is_kept(tmp_path: Path) -> None:
+    own = {"stages": {"sweep_smoke": {"cmd": "python -m stages sweep sweeps/smoke.yaml", "deps": ["sweeps/smoke.yaml"]}}}
+    text = dag.render(ROOT / "params.yaml", yaml.safe_dump(own))
+    stages = yaml.safe_load(text)["stages"]
+    assert list(stages)[-1] == "sweep_smoke" and "train-lstm" in stages
 
 
 def test_no_stage_depends_on_tracking_cli_or_commands() -> None:

@@ -200,3 +200,41 @@ def test_cli_unknown_bucket_and_broken_pipe(data_dir: Path) -> None:
     piped = subprocess.run(["bash", "-c", cmd], env={**os.environ, "PYTHONPATH": str(ROOT)},
                            capture_output=True, text=True, timeout=120)
     assert piped.stderr == ""  # no BrokenPipeError traceback
+
+
+STRUCTURED = {
+    "needles_0": {"kind": "needles", "background": 0, "lengths": [10, 50]},
+    "needles_1": {"kind": "needles", "background": 1, "lengths": [10]},
+    "sparse": {"kind": "density", "p_one": 0.01, "count": 20, "min_len": 1000, "max_len": 5000},
+    "runs_30": {"kind": "runs", "mean_run": 30, "count": 20, "min_len": 500, "max_len": 3000},
+    "periodic": {"kind": "periodic", "patterns": ["10", "110"], "per_pattern": 5, "min_len": 100, "max_len": 400},
+    "exhaustive": {"kind": "exhaustive", "max_len": 4},
+}
+
+
+def test_structured_buckets_hold_what_their_kind_says(tmp_path: Path) -> None:
+    data = Data(seed=3, buckets=STRUCTURED)
+    generate_data(data, tmp_path / "a")
+    generate_data(data, tmp_path / "b")
+    assert file_hashes(tmp_path / "a") == file_hashes(tmp_path / "b")  # seeded: same bytes
+    got = {name: load_bucket(name, tmp_path / "a") for name in STRUCTURED}
+    for name, s in got.items():  # labels are the parity, whatever the kind
+        padded, _ = s.padded()
+        assert np.array_equal(padded.sum(axis=1) % 2, s.labels), name
+    needles = strings(got["needles_0"])
+    assert {len(x) for x in needles} == {9, 10, 49, 50}  # L - 1 and L: both parities of the plain run
+    assert all(x.count("1") <= 1 for x in needles) and "0" * 50 in needles and "1" + "0" * 49 in needles
+    assert "0" * 49 + "1" in needles and all(x.count("0") <= 1 for x in strings(got["needles_1"]))
+    assert 0.003 < got["sparse"].stream.mean() < 0.03
+    run_lengths = [len(r) for x in strings(got["runs_30"]) for r in x.replace("01", "0 1").replace("10", "1 0").split()]
+    assert 15 < np.mean(run_lengths) < 45  # geometric with mean 30 (runs cut at the ends are shorter)
+    assert all(x in ("10" * 300)[: len(x) + 1] or x in ("01" * 300) or x in ("110" * 200) or x in ("101" * 200)
+               or x in ("011" * 200) for x in strings(got["periodic"]))
+    assert sorted(strings(got["exhaustive"])) == sorted(format(i, f"0{n}b") for n in range(1, 5) for i in range(2**n))
+
+
+def test_a_structured_bucket_prints_as_csv(tmp_path: Path) -> None:
+    generate_data(Data(seed=3, buckets=STRUCTURED), tmp_path / "data")
+    proc = cli("data", "needles_1", "--limit", "2", "--data-dir", str(tmp_path / "data"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["length,bits,parity", "9,111111111,1", "9,011111111,0"]

@@ -30,6 +30,7 @@ DATA = {
 CFG = TrainConfig(  # params.yaml's training settings, shrunk
     batch_size=32, optimizer="adam", lr=0.02, clip_grad_norm=1.0, input_noise=0.0, max_steps=40,
     eval_every=10, patience=0, curriculum_start=None, checkpoint_every=20, probe_count=50,
+    contraction_weight=0.0,  # its own test below
 )
 
 

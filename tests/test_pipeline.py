@@ -97,12 +97,47 @@ def test_variant_change_reruns_only_that_variant(repo: Path) -> None:
         (repo / "params.yaml").write_text(yaml.safe_dump(params))
         try:
             out = sh(*command, cwd=repo).stdout
-            assert ran_stages(out) == {"train-gru", "evaluate-gru", "report"}, command
+            assert ran_stages(out) == {"train-gru", "evaluate-gru", "certify-gru", "report"}, command
             assert ran_stages(sh(DVC, "repro", cwd=repo).stdout) == set(), command
             locks.append(yaml.safe_load((repo / "dvc.lock").read_text()))
         finally:
             _restore(repo)
     assert locks[0] == locks[1]
+
+
+def test_plain_dvc_repro_with_bad_params_removes_nothing(repo: Path) -> None:
+    """Outputs are `persist`: DVC does not delete them before the stage refuses the params."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["variants"]["lstm"]["hiden_size"] = 4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    before = _output_hashes(repo)
+    try:
+        proc = sh(DVC, "repro", "train-lstm", cwd=repo, check=False)
+        assert proc.returncode != 0 and "variants.lstm.hiden_size: unknown key" in proc.stderr + proc.stdout
+        assert _output_hashes(repo) == before
+    finally:
+        _restore(repo)
+
+
+@pytest.mark.slow
+def test_removing_a_variant_leaves_nothing_behind(repo: Path) -> None:
+    text = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(text)
+    params["variants"]["lstm2"] = {"family": "lstm", "hidden_size": 3}
+    try:
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        sh(sys.executable, "-m", "stages", "repro", cwd=repo)
+        assert (repo / "artifacts/metrics/lstm2.json").exists() and "train-lstm2" in (repo / "dvc.lock").read_text()
+        (repo / "params.yaml").write_text(text)
+        out = sh(sys.executable, "-m", "stages", "repro", cwd=repo).stdout
+        assert "removed 3 stage(s) no longer in params.yaml" in out
+        lock = (repo / "dvc.lock").read_text()
+        assert "lstm2" not in lock and "lstm2" not in (repo / "dvc.yaml").read_text()
+        assert not [p for p in (repo / "artifacts").rglob("*lstm2*")]
+        check = sh(sys.executable, "-m", "stages", "check", "--all", cwd=repo).stdout
+        assert "lstm2" not in check
+    finally:
+        _restore(repo)
 
 
 def test_parallel_repro_refuses_bad_params_before_any_stage(repo: Path) -> None:
@@ -119,6 +154,7 @@ def test_parallel_repro_refuses_bad_params_before_any_stage(repo: Path) -> None:
         _restore(repo)
 
 
+@pytest.mark.slow
 def test_parallel_repro_stops_at_a_failing_stage(repo: Path) -> None:
     """A stage that fails (here: `device: cuda` without a GPU): exit 1, its name said, nothing
     after it started."""
@@ -139,6 +175,7 @@ def test_parallel_repro_stops_at_a_failing_stage(repo: Path) -> None:
         _restore(repo)
 
 
+@pytest.mark.slow
 def test_data_seed_change_reruns_everything(repo: Path) -> None:
     """A new data seed regenerates the data, and then every train and evaluate stage is stale.
 
@@ -159,11 +196,14 @@ def test_data_seed_change_reruns_everything(repo: Path) -> None:
         _restore(repo)
 
 
-def test_exp_run_and_show(repo: Path) -> None:
-    sh(DVC, "exp", "run", "-S", "variants.lstm.hidden_size=6", "-n", "lstm6", cwd=repo)
+def test_the_readmes_exp_run_line(repo: Path) -> None:
+    """The README's own `dvc exp run -S ...` line, as written, on the small params."""
+    line = re.search(r"^dvc exp run -S '([^']+)'", (ROOT / "README.md").read_text(), re.M)
+    assert line, "README has no `dvc exp run -S '...'` line"
+    sh(DVC, "exp", "run", "-S", line.group(1), "-n", "readme", cwd=repo)
     shown = json.loads(sh(DVC, "exp", "show", "--json", cwd=repo).stdout)
     text = json.dumps(shown)
-    assert "lstm6" in text and "len_50_100" in text
+    assert "readme" in text and "len_50_100" in text
     sh("git", "reset", "-q", "--hard", cwd=repo)  # `exp run` left its results in the workspace
     sh(DVC, "checkout", "-q", "--force", cwd=repo)
 
@@ -176,6 +216,7 @@ def _output_hashes(repo: Path) -> dict[str, str]:
             for p in sorted((repo / "artifacts").rglob("*")) if p.is_file() and "checkpoints" not in p.parts}
 
 
+@pytest.mark.slow
 def test_sigterm_mid_training_kills_the_run_and_loses_nothing(repo: Path) -> None:
     """SIGTERM to a real training process: run KILLED, outputs untouched, next repro fine."""
     import signal
@@ -209,6 +250,7 @@ def test_sigterm_mid_training_kills_the_run_and_loses_nothing(repo: Path) -> Non
     assert ran_stages(out) == set()
 
 
+@pytest.mark.slow
 def test_sigterm_to_parallel_repro_stops_its_stages(repo: Path) -> None:
     """SIGTERM to `python -m stages repro` mid-training: the stages it started stop too (their
     MLflow runs KILLED, none left RUNNING) and the exit status is non-zero; every output DVC
@@ -242,6 +284,7 @@ def test_sigterm_to_parallel_repro_stops_its_stages(repo: Path) -> None:
     assert after == before
 
 
+@pytest.mark.slow
 def test_forced_rebuild_is_bit_identical(repo: Path) -> None:
     """`dvc repro --force` (torch, Keras and the XOR study) rewrites every output with the same bytes."""
     sh(DVC, "repro", "--force", cwd=repo)
@@ -249,6 +292,7 @@ def test_forced_rebuild_is_bit_identical(repo: Path) -> None:
     assert changed == "", changed
 
 
+@pytest.mark.slow
 def test_queued_experiments_share_the_default_store(repo: Path) -> None:
     """Four queued experiments on two workers all land in <repo>/mlflow.db, none lost."""
     import time
@@ -290,6 +334,7 @@ def test_queued_experiments_share_the_default_store(repo: Path) -> None:
     ("models/xor_mlp/study.py", {"xor"}),
     ("models/torch_rnn/zoo.py", {"train-lstm", "train-gru", "evaluate-lstm", "evaluate-gru", "seeds-lstm"}),
     ("stages/pipeline/evaluate.py", {"evaluate-lstm", "evaluate-gru", "seeds-lstm"}),
+    ("stages/certify/search.py", {"certify-lstm", "certify-gru", "seeds-lstm"}),
     ("stages/tracking/__init__.py", set()),
     ("stages/commands/check.py", set()),
     ("stages/__main__.py", set()),
@@ -305,6 +350,7 @@ def test_a_code_edit_reruns_only_what_it_can_change(repo: Path, edited: str, exp
         path.write_text(text)
 
 
+@pytest.mark.slow
 def test_a_bucket_edit_reruns_only_its_readers(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["buckets"]["len_200"]["count"] = 21
@@ -318,6 +364,7 @@ def test_a_bucket_edit_reruns_only_its_readers(repo: Path) -> None:
         _restore(repo)
 
 
+@pytest.mark.slow
 def test_one_repro_shares_one_repro_id(repo: Path) -> None:
     """Every MLflow run that one `python -m stages repro` makes carries the same repro id."""
     from mlflow import MlflowClient

@@ -79,8 +79,13 @@ def _parity(root: Path, params: Params, name: str, rng: np.random.Generator) -> 
         for length in lengths:
             acc = 1.0 if target == 1.0 else float(np.clip(target + rng.normal(0, 0.03), 0, 1))
             by_length.append({"length": length, "accuracy": acc, "count": max(1, n // len(lengths))})
-    _write_json(root / "metrics" / f"{name}.json", metrics)
+    _write_json(root / "metrics" / f"{name}.json", {k: metrics[k] for k in ("accuracy", "loss")})
+    _write_json(root / "detail" / f"{name}.json", {k: metrics[k] for k in ("n", "ci95_low", "ci95_high", "confusion")})
     _write_csv(root / "plots" / f"{name}.csv", by_length)
+    certified = name in ("lstm", "manual_rnn")  # two certified, the rest with a reason
+    _write_json(root / "certify" / f"{name}.json", {
+        "certified": certified, "k": 14, "reason": "" if certified else f"{name}: 1 then 200 zeros answered even"})
+    _write_json(root / "metrics" / f"certify_{name}.json", {"certified": int(certified), "k": 14})
     v = params.variants[name]
     if isinstance(v, SearchVariant):
         train = {"trials": 1234, "found": True, "screened": 3, "train_accuracy": 1.0, "val_accuracy": 1.0}
@@ -196,7 +201,8 @@ def test_summary_tables(built: Path, params: Params) -> None:
 def test_settings_that_differ_from_the_defaults(params: Params) -> None:
     assert settings_diff(params, "lstm") == ""
     assert settings_diff(params, "notebook_manual_lstm") == (
-        "preset=notebook, batch_size=10, clip_grad_norm=None, input_noise=0.0, max_steps=1000, patience=0")
+        "preset=notebook, batch_size=10, clip_grad_norm=None, input_noise=0.0, max_steps=1000, patience=0, "
+        "contraction_weight=0.0")
     assert settings_diff(params, "rfr_1_50_lstm") == "train_bucket=rfr_1_50, val_bucket=rfr_1_50_val"
     assert settings_diff(params, "rfr_fixed50_search") == "train_bucket=rfr_fixed50, val_bucket=rfr_fixed50_val"
 
@@ -204,12 +210,15 @@ def test_settings_that_differ_from_the_defaults(params: Params) -> None:
 def test_reading_of_the_fake_results(built: Path) -> None:
     page = (built / "report" / "index.md").read_text()
     assert "### Robustness over seeds" in page
-    assert "| lstm | 10 of 10 | 10 of 10 | 1.0000 | 1.0000 | 250 |" in page
-    assert "| manual_lstm | 9 of 10 | 9 of 10 | 0.9731 | 0.9731 | 250 |" in page
+    assert "| lstm | 0 of 10 | 10 of 10 | 10 of 10 | 1.0000 | 1.0000 | 250 |" in page
+    assert "| manual_lstm | 0 of 10 | 9 of 10 | 9 of 10 | 0.9731 | 0.9731 | 250 |" in page
     assert "7 of 7 are 100% right on lengths 50–100" in page  # rnn_per_sequence: other settings
     assert "0 of 5 are 100% right on lengths 50–100" in page
-    assert "gru: 100% up to length 10,000, then 0.9" in page
-    assert "near chance on every bucket (accuracy 0.4" in page
+    assert "gru: 100% on random sequences up to length 10,000, then 0.9" in page
+    assert "near chance on every random bucket (accuracy 0.4" in page
+    assert "lstm: **certified for every length** (100% on random sequences up to length 1,000,000)" in page
+    assert "### Correct on every input?" in page
+    assert "| gru | — | — | no: gru: 1 then 200 zeros answered even |" in page
     assert "A linear map cannot represent XOR" in page
     assert "16 relu**: 19 of 20 seeds reach 100%" in page
     for png in ("accuracy_vs_length.png", "training_curves.png", "xor_epochs.png"):
@@ -218,14 +227,15 @@ def test_reading_of_the_fake_results(built: Path) -> None:
 
 def test_reading_follows_the_numbers(artifacts: Path) -> None:
     """Break one variant: the counts and the phrase follow the file."""
-    path = artifacts / "metrics" / "lstm.json"
-    m = json.loads(path.read_text())
-    m["accuracy"]["len_50_100"], m["ci95_low"]["len_50_100"], m["ci95_high"]["len_50_100"] = 0.5, 0.49, 0.51
+    path, detail = artifacts / "metrics" / "lstm.json", artifacts / "detail" / "lstm.json"
+    m, d = json.loads(path.read_text()), json.loads(detail.read_text())
+    m["accuracy"]["len_50_100"], d["ci95_low"]["len_50_100"], d["ci95_high"]["len_50_100"] = 0.5, 0.49, 0.51
     path.write_text(json.dumps(m))
+    detail.write_text(json.dumps(d))
     report.main(str(PARAMS), str(artifacts))
     page = (artifacts / "report" / "index.md").read_text()
     assert "6 of 7 are 100% right on lengths 50–100" in page
-    assert "lstm: 0.5000 [0.4900, 0.5100] on lengths 50–100" in page
+    assert "lstm: **certified for every length** (0.5000 [0.4900, 0.5100] on lengths 50–100" in page
 
 
 @pytest.mark.parametrize(("rel", "words"), [

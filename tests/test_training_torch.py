@@ -24,6 +24,7 @@ DATA = {
 CFG = TrainConfig(  # params.yaml's training settings, shrunk
     batch_size=32, optimizer="adam", lr=0.02, clip_grad_norm=1.0, input_noise=0.0, max_steps=40,
     eval_every=10, patience=0, curriculum_start=None, checkpoint_every=20, probe_count=50,
+    contraction_weight=0.0,  # its own test below
 )
 
 
@@ -125,3 +126,20 @@ def test_curriculum_raises_the_length_cap():
     result = run(fresh(hidden=8), cfg={"curriculum_start": 2, "max_steps": 200, "eval_every": 10})
     caps = [row["curriculum_cap"] for row in result.history]
     assert caps[0] == 2 and caps == sorted(caps) and caps[-1] > 2
+
+
+def test_contraction_phase_starts_at_the_first_full_validation_and_contracts():
+    """From the first 100% validation on, the penalty pulls the one-step Jacobian's norm at
+    reached states under contraction_rho; early stopping counts only that phase."""
+    from models.torch_rnn import contraction
+
+    model = fresh(hidden=8)
+    result = run(model, cfg={"max_steps": 2000, "eval_every": 25, "patience": 4, "contraction_weight": 10.0,
+                             "lr": 0.01})
+    assert result.stopped == "early_stop" and result.steps_to_val_100 is not None
+    assert result.steps >= result.steps_to_val_100 + 4 * 25  # four evaluations inside the phase
+    x, lengths = (torch.as_tensor(a) for a in DATA["val"].padded())
+    _, reached = contraction.forward_with_state(model, "lstm", x.float(), lengths)
+    with torch.no_grad():
+        penalty = contraction.jacobian_penalty(model, "lstm", reached, 0.5)
+    assert float(penalty) < 0.05

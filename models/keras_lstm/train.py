@@ -27,10 +27,12 @@ from models.common import (
     Progress,
     TrainConfig,
     TrainResult,
+    contraction_on,
     evaluation_row,
     record,
     to_result,
 )
+from models.keras_lstm import contraction
 from models.keras_lstm.model import PAD, predict_logits, to_input, weights_digest
 
 
@@ -70,21 +72,28 @@ def _optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
     return cls(learning_rate=cfg.lr, global_clipnorm=cfg.clip_grad_norm)
 
 
-def _train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> Callable:
+def _train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight: float = 0.0,
+                rho: float = 0.5) -> Callable:
     """A compiled step: x (B, T, 1), y (B,) -> mean binary cross-entropy before the update.
 
+    With ``weight`` > 0 the loss adds the contraction penalty (models/keras_lstm/contraction.py).
     On CPU, XLA fuses the LSTM's per-step ops: ~3x faster than the plain graph and as
     deterministic. On a GPU the plain graph is kept, as Keras then runs cuDNN's LSTM
     kernel, which XLA cannot compile.
     """
-    optimizer.build(model.trainable_variables)
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    cell = contraction.last_cell(model)
 
     @tf.function(jit_compile=not tf.config.list_logical_devices("GPU"))
     def step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             logits = model(x, training=True)[:, 0]
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits))
-        grads = tape.gradient(loss, model.trainable_variables)
+            total = loss
+            if weight:
+                total += weight * contraction.jacobian_penalty(cell, *contraction.final_states(model, x), rho)
+        grads = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
@@ -108,7 +117,8 @@ def train(
     """
     sampler = Sampler(data["train"], seed)
     optimizer = _optimizer(cfg)
-    step_fn = _train_step(model, optimizer)
+    plain = _train_step(model, optimizer)
+    penalised = _train_step(model, optimizer, cfg.contraction_weight, cfg.contraction_rho) if cfg.contraction_weight else None
     state = Progress(cap=cfg.curriculum_start)
     fingerprint = {"cfg": asdict(cfg), "seed": seed, "weights": weights_digest(model)}
     if checkpoint is not None and checkpoint.path.exists():
@@ -117,7 +127,7 @@ def train(
     stopped = "max_steps"
     while state.step < cfg.max_steps:
         x, y = sampler.sample(cfg.batch_size, state.cap, cfg.input_noise)
-        state.loss_sum += float(step_fn(x, y))
+        state.loss_sum += float((penalised if contraction_on(state, cfg) else plain)(x, y))
         state.loss_count += 1
         state.step += 1
         if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:

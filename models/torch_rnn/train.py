@@ -26,10 +26,12 @@ from models.common import (
     Progress,
     TrainConfig,
     TrainResult,
+    contraction_on,
     evaluation_row,
     record,
     to_result,
 )
+from models.torch_rnn import contraction
 from models.torch_rnn.zoo import SeqSetLike, loss_fn, predict_logits
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -96,7 +98,7 @@ def train(
     started = time.perf_counter()
     stopped = "max_steps"
     while state.step < cfg.max_steps:
-        _step(model, criterion, optimizer, sampler, cfg, state)
+        _step(model, family, criterion, optimizer, sampler, cfg, state)
         if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
             row = _evaluate(model, family, data, device, cfg, state, sampler.max_len)
             record(row, state, cfg, log, progress)
@@ -121,14 +123,21 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _step(
-    model: nn.Module, criterion: Loss, optimizer: torch.optim.Optimizer, sampler: Sampler,
+    model: nn.Module, family: str, criterion: Loss, optimizer: torch.optim.Optimizer, sampler: Sampler,
     cfg: TrainConfig, state: Progress,
 ) -> None:
-    """One optimizer step on a fresh mini-batch."""
+    """One optimizer step on a fresh mini-batch; in the contraction phase the loss adds the
+    penalty of models/torch_rnn/contraction.py."""
     x, lengths, targets = sampler.sample(cfg.batch_size, state.cap, cfg.input_noise)
-    loss = criterion(model(x, lengths), targets)
+    if contraction_on(state, cfg):
+        logits, reached = contraction.forward_with_state(model, family, x, lengths)
+        loss = criterion(logits, targets)
+        total = loss + cfg.contraction_weight * contraction.jacobian_penalty(model, family, reached,
+                                                                             cfg.contraction_rho)
+    else:
+        loss = total = criterion(model(x, lengths), targets)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     if cfg.clip_grad_norm is not None:
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
     optimizer.step()

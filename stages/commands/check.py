@@ -39,9 +39,10 @@ class Row:
 
 
 def main(params_path: str = "params.yaml", baseline: str = "HEAD", artifacts: str = "artifacts",
-         show_all: bool = False) -> None:
+         show_all: bool = False, markdown: bool = False) -> None:
     params = load_params(params_path)
-    ours = set(params.variants) | {f"seeds_{v}" for v in params.seeds.variants}  # metrics file stems
+    ours = (set(params.variants) | {f"seeds_{v}" for v in params.seeds.variants}  # metrics file stems
+            | {f"certify_{v}" for v, spec in params.variants.items() if spec.family != "xor_mlp"})
     metrics_dir = Path(artifacts) / "metrics"
     current = read_current(metrics_dir)
     root, rel_dir = _repo_paths(metrics_dir)
@@ -53,9 +54,12 @@ def main(params_path: str = "params.yaml", baseline: str = "HEAD", artifacts: st
     current = {v: m for v, m in current.items() if v in ours}
     rows = compare(base, current, params.check.tolerances, names)
     shown = rows if show_all else [r for r in rows if r.verdict in ("REGRESSED", "improved")]
-    if shown:
-        print(format_table(shown))
-    print(summary_line(rows, baseline, commit, dropped))
+    if markdown:  # for a pull request or a CI job summary, like `dvc metrics diff --md`
+        print(format_markdown(shown, summary_line(rows, baseline, commit, dropped)))
+    else:
+        if shown:
+            print(format_table(shown))
+        print(summary_line(rows, baseline, commit, dropped))
     regressed = [r for r in rows if r.verdict == "REGRESSED"]
     if regressed:
         sys.exit(1)
@@ -214,6 +218,18 @@ def format_table(rows: list[Row]) -> str:
     right = (False, False, True, True, True, False)  # numbers right-aligned
     lines = ["  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(line, widths, right, strict=True)).rstrip()
              for line in table]
+    return "\n".join(lines)
+
+
+def format_markdown(rows: list[Row], summary: str) -> str:
+    """The gate as markdown: a verdict line, then metric | committed | new | change | verdict."""
+    regressed = sum(r.verdict == "REGRESSED" for r in rows)
+    head = "**Regression gate: " + (f"{regressed} metric(s) REGRESSED**" if regressed else "passed**")
+    lines = [head, "", summary.replace("\n", "  \n"), ""]
+    if rows:
+        lines += ["| variant | metric | committed | new | change | verdict |", "|---|---|---:|---:|---:|---|"]
+        lines += [f"| {r.variant} | {r.metric} | {_fmt(r.baseline)} | {_fmt(r.current)} | {_delta(r)} | {r.verdict} |"
+                  for r in rows]
     return "\n".join(lines)
 
 

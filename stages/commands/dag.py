@@ -42,12 +42,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("stages", "models")  # top-level packages whose modules are dependencies
 NOT_DEPS = ("stages.tracking",)  # imported by stages, but they only record results
 HEADER = """\
-# Written by `python -m stages dag` from params.yaml and the code's imports; do not edit.
-# `make repro` rewrites it first. Each stage lists exactly what can change its outputs:
+# Written by `python -m stages dag` from params.yaml and the code's imports; do not edit its
+# stages (a stage of your own, named otherwise, is kept at the end). `make repro` rewrites it first. Each stage lists exactly what can change its outputs:
 # its own module and every project module that imports (tracking code excepted), the data
 # files it reads, and the params keys it reads. (Stages are written out one by one, not as
 # DVC foreach, since each has its own deps; DVC keeps '@' for foreach, so names use '-'.)
-# The pipeline: generate-DATASET -> train-VARIANT -> evaluate-VARIANT -> report,
+# The pipeline: generate-DATASET -> train-VARIANT -> evaluate-VARIANT, certify-VARIANT -> report,
 #               seeds-VARIANT -> report, xor -> report.
 """
 # Training keys that cannot change a trained model (a resumed run is bit-identical).
@@ -173,9 +173,13 @@ def train_stages(params: Params, name: str, v: Any) -> dict[str, Any]:
         eval_keys.insert(3, "evaluate.buckets")
     evaluate = _stage(f"python -m stages evaluate {name}", judge,
                       [str(paths.model_dir(name)), *_data(eval_buckets(params, name))], eval_keys,
-                      [_kept(paths.eval_plot(name), cache_it=False)],
+                      [_kept(paths.eval_plot(name), cache_it=False), _kept(paths.eval_detail(name), cache_it=False)],
                       [_kept(paths.eval_metrics(name), cache_it=False)])
-    return {f"train-{name}": train, f"evaluate-{name}": evaluate}
+    prover = "certify_keras" if engine == "keras" else "certify_torch"
+    certify = _stage(f"python -m stages certify {name}", prover, [str(paths.model_dir(name))],
+                     [f"variants.{name}"], [_kept(paths.certificate(name), cache_it=False)],
+                     [_kept(paths.certify_metrics(name), cache_it=False)])
+    return {f"train-{name}": train, f"evaluate-{name}": evaluate, f"certify-{name}": certify}
 
 
 def seeds_stage(params: Params, name: str) -> dict[str, Any]:
@@ -205,7 +209,8 @@ def report_stage(params: Params) -> dict[str, Any]:
     for n, v in params.variants.items():
         files += [paths.train_metrics(n), paths.eval_metrics(n)]
         files += [paths.train_curve(n)] if not isinstance(v, SearchVariant) else []
-        files += [paths.eval_plot(n)] if not isinstance(v, XorVariant) else []
+        files += ([paths.eval_plot(n), paths.eval_detail(n), paths.certificate(n)]
+                  if not isinstance(v, XorVariant) else [])
     files += [paths.seeds_metrics(n) for n in params.seeds.variants]
     lengths = [f"data.buckets.{b}.{k}" for b in params.data.buckets for k in ("min_len", "max_len")]
     return {"report": _stage("python -m stages report", "report", [str(f) for f in files],
@@ -220,10 +225,10 @@ def plots(params: Params) -> list[dict[str, Any]]:
     if not parity:
         return []
     return [
-        {"accuracy_vs_length": {"template": "linear", "x": "length",
+        {"accuracy_vs_length": {"template": "log_x_by_variant", "x": "length",  # .dvc/plots/
                                 "y": {str(paths.eval_plot(n)): "accuracy" for n in parity},
-                                "x_label": "sequence length", "y_label": "accuracy"}},
-        {"training_val_accuracy": {"template": "linear", "x": "step",
+                                "x_label": "sequence length (log scale)", "y_label": "accuracy"}},
+        {"training_val_accuracy": {"template": "lines_by_variant", "x": "step",
                                    "y": {str(paths.train_curve(n)): "val_accuracy" for n in parity},
                                    "x_label": "optimizer step", "y_label": "validation accuracy"}},
     ]
@@ -253,8 +258,22 @@ def read(params_path: str | Path = "params.yaml") -> tuple[Params, dict[str, Any
     return params, yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
 
 
-def render(params_path: str | Path = "params.yaml") -> str:
-    return HEADER + yaml.safe_dump(pipeline(*read(params_path)), sort_keys=False, width=110)
+OURS = ("generate", "train", "evaluate", "certify", "seeds", "xor", "report")  # stage names this module writes
+
+
+def ours(stage: str) -> bool:
+    return stage.split("-")[0] in OURS
+
+
+def render(params_path: str | Path = "params.yaml", current: str = "") -> str:
+    """dvc.yaml's text. Stages of the user's own in ``current`` (a sweep, say) are kept, after ours."""
+    doc = pipeline(*read(params_path))
+    try:
+        theirs = {k: v for k, v in (yaml.safe_load(current) or {}).get("stages", {}).items() if not ours(k)}
+    except (yaml.YAMLError, AttributeError):
+        theirs = {}
+    doc["stages"] |= theirs
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=110)
 
 
 def _normal(entry: Any) -> Any:
@@ -268,7 +287,7 @@ def _normal(entry: Any) -> Any:
 
 def check_stage(stage: str, params_path: str = "params.yaml", dvc_yaml: str = "dvc.yaml") -> None:
     """UserError unless ``stage``'s entry in dvc.yaml is what params.yaml and the code give now."""
-    if stage.split("-")[0] not in ("generate", "train", "evaluate", "seeds", "xor", "report"):
+    if not ours(stage):
         return  # a stage of the user's own (a sweep, say): not ours to judge
     try:
         written = yaml.safe_load(Path(dvc_yaml).read_text())["stages"].get(stage)
@@ -280,9 +299,9 @@ def check_stage(stage: str, params_path: str = "params.yaml", dvc_yaml: str = "d
 
 
 def main(check: bool = False, params_path: str = "params.yaml", out: str = "dvc.yaml") -> None:
-    text = render(params_path)
     target = Path(out)
     current = target.read_text() if target.exists() else ""
+    text = render(params_path, current)
     if current == text:
         return
     if check:

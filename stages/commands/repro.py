@@ -16,7 +16,9 @@ DVC's command line only:
    at most ``jobs`` at a time, each stopped after ``timeout_s``;
 4. runs a plain ``dvc repro``, which finds nothing left: the end state, and every hash in
    ``dvc.lock``, is what ``dvc repro`` leaves. Each stage is seeded and single-threaded, so
-   the order does not change results.
+   the order does not change results;
+5. records every result of ``dvc.lock`` that MLflow does not hold yet (``stages sync``), so the
+   UI shows them after a fresh clone or ``git pull`` too, where DVC skipped the stages.
 
 Every stage of one run shares ``PARITYLAB_REPRO_ID`` (an MLflow tag). Each child's output
 lines are printed prefixed with its stage. A failing stage stops new starts; running ones
@@ -126,10 +128,15 @@ _HINTS = ("Use `dvc push`", "didn't change, skipping", "To track the changes wit
 _UP_TO_DATE = "Data and pipelines are up to date."  # news from the final dvc repro only
 
 
+_SKIPPED: set[str] = set()  # stages DVC found up to date (said "didn't change, skipping")
+
+
 def _pump(name: str | None, proc: subprocess.Popen) -> None:
     """Copy a child's output to ours, each line prefixed with its stage, hints left out."""
     assert proc.stdout is not None
     for line in proc.stdout:
+        if name and "didn't change, skipping" in line:
+            _SKIPPED.add(name)
         if any(hint in line for hint in _HINTS) or (name and (_UP_TO_DATE in line or not line.strip())):
             continue
         click.echo(f"[{name}] {line.rstrip()}" if name else line.rstrip())
@@ -182,7 +189,8 @@ def run_all(order: list[str], needs: dict[str, set[str]], jobs: int, timeout_s: 
                 del running[name]
                 if ok:
                     done.add(name)
-                    click.echo(f"finished {name} in {time.perf_counter() - began:.1f} s ({len(done)}/{len(order)})")
+                    took = "up to date, skipped" if name in _SKIPPED else f"finished in {time.perf_counter() - began:.1f} s"
+                    click.echo(f"{name}: {took} ({len(done)}/{len(order)})")
                 else:
                     failed.append(name)
                     click.echo(f"FAILED {name} (exit {proc.returncode})"
@@ -212,7 +220,7 @@ def main(jobs: int | None = None, timeout_s: float = 3600.0) -> None:
     jobs = jobs or default_jobs()
     load_params("params.yaml")  # every stage reads it: refuse a bad one before anything is touched
     dag.main()
-    stages = dag.pipeline(*dag.read())["stages"]
+    stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]  # ours and the user's own
     if gone := prune(stages):
         click.echo(f"removed {len(gone)} stage(s) no longer in params.yaml, with their outputs: {', '.join(gone)}")
     os.environ.setdefault("PARITYLAB_REPRO_ID", f"repro-{uuid.uuid4().hex[:12]}")
@@ -233,6 +241,9 @@ def main(jobs: int | None = None, timeout_s: float = 3600.0) -> None:
     pump.join()
     if proc.returncode:
         sys.exit(proc.returncode)
+    from stages.commands import sync
+
+    sync.main()  # MLflow holds every result of this dvc.lock, whatever DVC skipped
     if order:
         click.echo(f"Pipeline reproduced in {time.perf_counter() - start:.0f} s. "
                    "Use `dvc push` to send your updates to remote storage.")

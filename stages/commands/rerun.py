@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 
 from stages.core.errors import UserError
 from stages.core.files import sha256_file
+from stages.tracking import P
 from stages.tracking.provenance import dirty_files, git_commit, repo_root
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-P = "paritylab."
 # Wall-clock metrics (train_seconds, eval_seqs_per_s.len_200): never expected to repeat.
 TIMING_WORDS = ("seconds", "time", "per_s", "throughput")
 

@@ -49,6 +49,12 @@ def eval_metrics(variant: str) -> Path:
     return ARTIFACTS / "metrics" / f"{variant}.json"
 
 
+def eval_detail(variant: str) -> Path:
+    """Per bucket: n, the 95% interval and the confusion counts (an output, not a DVC metric:
+    `dvc exp show` keeps to the headline numbers)."""
+    return ARTIFACTS / "detail" / f"{variant}.json"
+
+
 def eval_plot(variant: str) -> Path:
     """Accuracy by sequence length (parity) or final accuracy and margin by seed (XOR)."""
     return ARTIFACTS / "plots" / f"{variant}.csv"
@@ -60,3 +66,13 @@ def seeds_metrics(variant: str) -> Path:
 
 def seeds_table(variant: str) -> Path:
     return ARTIFACTS / "plots" / f"seeds_{variant}.csv"
+
+
+def certificate(variant: str) -> Path:
+    """The parity certificate of a trained variant, or why there is none (stages/certify/)."""
+    return ARTIFACTS / "certify" / f"{variant}.json"
+
+
+def certify_metrics(variant: str) -> Path:
+    """Whether it is certified, and its margins (DVC metrics, so the gate sees a lost proof)."""
+    return ARTIFACTS / "metrics" / f"certify_{variant}.json"

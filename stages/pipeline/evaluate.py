@@ -2,9 +2,10 @@
 model on its held-out buckets and write the results.
 
 Outputs (written atomically):
-- ``artifacts/metrics/VARIANT.json`` (DVC metrics): accuracy, loss, n, 95% Wilson interval and
-  confusion counts per bucket (``accuracy.len_10000``);
-- ``artifacts/plots/VARIANT.csv`` (DVC plots): accuracy by sequence length.
+- ``artifacts/metrics/VARIANT.json`` (DVC metrics): accuracy and loss per bucket
+  (``accuracy.len_10000``), the numbers a person compares;
+- ``artifacts/detail/VARIANT.json``: n, the 95% Wilson interval and the confusion counts;
+- ``artifacts/plots/VARIANT.csv`` (DVC plots): accuracy by sequence length on the random buckets.
 The engine's own module (evaluate_torch.py, evaluate_keras.py) loads the model and calls
 ``evaluate``. Evaluation throughput is wall-clock, so it goes to MLflow only.
 """
@@ -26,7 +27,8 @@ from stages.core.seeding import seed_everything
 from stages.core.stats import wilson
 
 Predict = Callable[[Any, int], np.ndarray]  # (sequences, max batch bits) -> logits (n,)
-METRIC_KEYS = ("accuracy", "loss", "n", "ci95_low", "ci95_high", "confusion")
+HEADLINE = ("accuracy", "loss")  # DVC metrics
+DETAIL = ("n", "ci95_low", "ci95_high", "confusion")  # artifacts/detail/
 
 
 def require_model(path: Path, variant: str) -> None:
@@ -83,7 +85,7 @@ def held_out_sets(params: Params, variant: str) -> dict[str, Any]:
 def evaluate(params: Params, variant: str, sets: dict[str, Any], predict: Predict, model_file: Path) -> None:
     """Judge ``predict`` on every set, write the metrics and the by-length plot, log to MLflow."""
     seed_everything(params.seed, params.threads)
-    metrics: dict[str, dict[str, Any]] = {k: {} for k in METRIC_KEYS}
+    metrics: dict[str, dict[str, Any]] = {k: {} for k in (*HEADLINE, *DETAIL)}
     rows: list[dict[str, Any]] = []
     timing: dict[str, float] = {}
     for name, seqs in sets.items():
@@ -93,13 +95,15 @@ def evaluate(params: Params, variant: str, sets: dict[str, Any], predict: Predic
         m = bucket_metrics(logits, seqs)
         for key in metrics:
             metrics[key][name] = m[key]
-        rows += by_length(logits, seqs)
+        if params.data.buckets[name].kind == "uniform":  # the plot is accuracy on random bits by length
+            rows += by_length(logits, seqs)
         timing[f"eval_seconds.{name}"] = seconds
         timing[f"eval_seqs_per_s.{name}"] = len(seqs) / max(seconds, 1e-9)
         print(f"evaluate-{variant}: {name:<12} accuracy {m['accuracy']:.4f} "
               f"[{m['ci95_low']:.4f}, {m['ci95_high']:.4f}] n={m['n']}  ({seconds:.1f} s)", flush=True)
     rows.sort(key=lambda r: r["length"])
-    files.write_json(paths.eval_metrics(variant), metrics)
+    files.write_json(paths.eval_metrics(variant), {k: metrics[k] for k in HEADLINE})
+    files.write_json(paths.eval_detail(variant), {k: metrics[k] for k in DETAIL})
     files.write_text(paths.eval_plot(variant), files.csv_text(rows))
     log_evaluation(variant, "parity", model_file, metrics, timing)
 
@@ -113,3 +117,5 @@ def log_evaluation(variant: str, problem: str, model_file: Path, metrics: dict, 
         tracking.log_metrics(timing, 0)
         tracking.log_artifact(paths.eval_metrics(variant))
         tracking.log_artifact(paths.eval_plot(variant))
+        if paths.eval_detail(variant).exists():
+            tracking.log_artifact(paths.eval_detail(variant))

@@ -11,17 +11,24 @@ from stages.core.params import Params, load_params, variant_of
 from stages.pipeline.evaluate import Predict, evaluate, held_out_sets, require_model
 
 
-def load_predictor(params: Params, variant: str, device: str = "cpu") -> tuple[Predict, Path]:
-    """The trained model as a function (sequences, max batch bits) -> logits, and its file."""
+def load_model(params: Params, variant: str):
+    """The trained Keras model; UserError if it is missing or was trained with another config."""
     from models.keras_lstm import model as keras_lstm
 
     v = params.variants[variant]
     folder = paths.model_dir(variant)
     require_model(folder / keras_lstm.MODEL_FILE, variant)
     expect = {"family": v.family, "hidden_size": v.hidden_size, "num_layers": v.num_layers, "init": v.init}
-    model, _ = keras_lstm.load(folder, expect=expect)
+    return keras_lstm.load(folder, expect=expect)[0]
+
+
+def load_predictor(params: Params, variant: str, device: str = "cpu") -> tuple[Predict, Path]:
+    """The trained model as a function (sequences, max batch bits) -> logits, and its file."""
+    from models.keras_lstm import model as keras_lstm
+
+    model = load_model(params, variant)
     return (lambda seqs, cap: keras_lstm.predict_logits(model, seqs, max_batch_bits=cap)), \
-        folder / keras_lstm.MODEL_FILE
+        paths.model_dir(variant) / keras_lstm.MODEL_FILE
 
 
 def main(variant: str, params_path: str = "params.yaml") -> None:

@@ -15,6 +15,8 @@ bytes unchanged. Per bucket:
 Outputs: ``data/NAME.npz`` (format: stages/core/data.py) and its manifest entry
 ``data/NAME.json`` (sha256, counts, lengths, the bucket's settings), each written atomically.
 ``NAME`` is a bucket or ``xor_gate``; a ``disjoint_from`` bucket is read from ``data/``.
+Buckets of another ``kind`` (needles, density, runs, periodic, exhaustive) are drawn by
+stages/pipeline/structured.py from the same per-bucket stream.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from stages.core.errors import UserError
 from stages.core.files import atomic_path, sha256_file, write_json
 from stages.core.params import Bucket, Data, load_params
 from stages.core.paths import XOR_GATE
+from stages.pipeline import structured
 
 _INT_KEY_MAX_LEN = 62  # sequences up to this length are keyed by an integer, longer by bytes
 _MAX_REDRAW_ROUNDS = 100  # each round fails with probability <= 1/4 per sequence
@@ -150,8 +153,11 @@ def sample(name: str, data: Data, other: SeqSet | None = None) -> tuple[SeqSet, 
     """
     b = data.buckets[name]
     rng = bucket_rng(data.seed, name)
-    lengths, stream, labels = sample_bucket(rng, b)
     extra: dict[str, Any] = {"seed": data.seed, "bucket": b.model_dump(mode="json")}
+    if b.kind != "uniform":  # structured: the content decides the labels
+        lengths, stream = structured.draw(rng, b)
+        return SeqSet.from_stream(name, lengths, stream), extra
+    lengths, stream, labels = sample_bucket(rng, b)
     if other is not None:
         extra["overlap"] = make_disjoint(rng, lengths, stream, labels, other)
     return SeqSet.from_stream(name, lengths, stream, labels=labels), extra

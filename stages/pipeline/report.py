@@ -68,8 +68,19 @@ def index_page(inputs: Inputs) -> str:
         parts += [
             "## Parity\n",
             f"Recurrent nets read a bit sequence one bit at a time and output its parity at the end. "
-            f"By default they train on {trained_on} and are judged on longer, held-out lengths.\n",
+            f"By default they train on {trained_on} and are judged on longer, held-out lengths. "
+            "Variants are grouped by how they train: *default training settings* means params.yaml's "
+            "`training` block exactly as it is (the model's size or initialisation may differ); the "
+            "notebook's preset; and everything else (other data, other settings, weight search).\n",
             "\n".join(parity_reading(inputs)) + "\n",
+            "### Correct on every input?\n",
+            "Random bits almost never hold a run of more than 20 equal bits, so 100% on random "
+            "sequences says nothing about a run of 200 zeros. The structured buckets test such "
+            "inputs (single needles up to length 1,000,000, sparse and dense bits, long runs, "
+            "periodic patterns, and every sequence of length 1–20); a certificate "
+            "(`certify-VARIANT`, stages/certify/) proves a net right on every sequence of every "
+            "length, or says why it cannot.\n",
+            tables.correctness_markdown(inputs),
             _figure("accuracy_vs_length.png"),
             tables.summary_markdown(inputs),
             _figure("training_curves.png"),

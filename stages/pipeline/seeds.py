@@ -1,11 +1,12 @@
 """Stage ``seeds-VARIANT``: is a variant's result robust, or one lucky seed?
 
 Trains the variant from seeds 0..N-1 (``seeds.seeds``) with exactly the settings of
-``train-VARIANT`` and judges every seed on ``seeds.buckets`` (whole held-out buckets).
+``train-VARIANT``, judges every seed on ``seeds.buckets`` (whole held-out buckets) and tries
+to certify it (stages/certify/: right on every sequence of every length, proven).
 Outputs, written atomically:
 - ``artifacts/metrics/seeds_VARIANT.json`` (DVC metrics): seeds run, how many reach
-  accuracy 1.0 on each bucket (``solved``), the worst seed's accuracy, and the median
-  steps until validation was 100%;
+  accuracy 1.0 on each bucket (``solved``), how many are certified, the worst seed's
+  accuracy, and the median steps until validation was 100%;
 - ``artifacts/plots/seeds_VARIANT.csv``: one row per seed.
 One MLflow run, ``seeds-VARIANT``, holds both files and the summary.
 """
@@ -19,6 +20,9 @@ from typing import Any
 import numpy as np
 
 from stages import tracking
+from stages.certify.check import check
+from stages.certify.nets import weights_from_torch_state_dict
+from stages.certify.search import certify
 from stages.core import data as datasets
 from stages.core import files as sio
 from stages.core import paths
@@ -51,7 +55,7 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
             row = train_and_judge(params, variant, seed, data, buckets, device)
             scores = "  ".join(f"{b} {row[f'accuracy.{b}']:.4f}" for b in cfg.buckets)
             print(f"seeds-{variant}: seed {seed}  steps {row['steps']:>5}  {scores}  "
-                  f"({time.perf_counter() - start:.1f} s)", flush=True)
+                  f"certified {'yes' if row['certified'] else 'no'}  ({time.perf_counter() - start:.1f} s)", flush=True)
             tracking.log_metrics({k: v for k, v in row.items() if k.startswith("accuracy.")}, seed, prefix="seed")
             rows.append(row)
         metrics = summarise(rows, cfg.buckets)
@@ -78,6 +82,10 @@ def train_and_judge(
     for b, seqs in buckets.items():
         logits = torch_zoo.predict_logits(model, seqs, device, params.evaluate.max_batch_bits)
         row[f"accuracy.{b}"] = bucket_metrics(logits, seqs)["accuracy"]
+    weights = weights_from_torch_state_dict(v.family, {k: t.cpu() for k, t in model.state_dict().items()})
+    cert = certify(v.family, weights)
+    row["certified"] = int(bool(cert["certified"]) and check(cert, v.family, weights)[0])
+    row["reason"] = "" if row["certified"] else cert["reason"][:200]
     return row
 
 
@@ -87,6 +95,7 @@ def summarise(rows: list[dict[str, Any]], buckets: list[str]) -> dict[str, Any]:
     reached = [r["steps_to_val_100"] for r in rows if r["steps_to_val_100"] is not None]
     return {
         "seeds": len(rows),
+        "certified": sum(r.get("certified", 0) for r in rows),
         "solved": {b: sum(r[f"accuracy.{b}"] == 1.0 for r in rows) for b in buckets},
         "min_accuracy": {b: min(r[f"accuracy.{b}"] for r in rows) for b in buckets},
         "median_steps_to_val_100": float(np.median(reached)) if reached else None,

@@ -34,11 +34,16 @@ class ParityRun:
     name: str
     config: ParityVariant | SearchVariant
     train: dict[str, Any]  # artifacts/train/V.json
-    metrics: dict[str, Any]  # artifacts/metrics/V.json: accuracy/loss/n/ci95_low/ci95_high by bucket
+    metrics: dict[str, Any]  # artifacts/metrics/V.json and detail/V.json: accuracy/loss/n/ci95_low/ci95_high by bucket
     by_length: pd.DataFrame  # length, accuracy, count
     history: pd.DataFrame | None  # step, sequences, ..., val_accuracy, probe_accuracy; None for search
+    certificate: dict[str, Any] = field(default_factory=dict)  # artifacts/certify/V.json
     group: str = ""
     settings: str = ""
+
+    @property
+    def certified(self) -> bool:
+        return bool(self.certificate.get("certified"))
 
 
 @dataclass
@@ -56,6 +61,18 @@ class Inputs:
     xor: dict[str, XorRun] = field(default_factory=dict)
     buckets: list[str] = field(default_factory=list)  # evaluated buckets, shortest lengths first
     seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> metrics/seeds_V.json
+
+    def random(self, buckets: list[str] | None = None) -> list[str]:
+        """The buckets of random bits (kind uniform) among ``buckets`` (default: all evaluated)."""
+        return [b for b in (self.buckets if buckets is None else buckets) if self.kind(b) == "uniform"]
+
+    def structured(self, buckets: list[str] | None = None) -> list[str]:
+        """The structured buckets (needles, runs, exhaustive, ...) among ``buckets``."""
+        return [b for b in (self.buckets if buckets is None else buckets) if self.kind(b) != "uniform"]
+
+    def kind(self, bucket: str) -> str:
+        spec = self.params.data.buckets.get(bucket)
+        return spec.kind if spec is not None else "uniform"
 
 
 def _under(artifacts: Path, path: Path) -> Path:
@@ -113,8 +130,11 @@ def load_inputs(params: Params, artifacts: Path) -> Inputs:
         if isinstance(v, ParityVariant):
             history = _csv(_under(artifacts, paths.train_curve(name)), HISTORY_COLUMNS, train_by)
         by_length = _csv(_under(artifacts, paths.eval_plot(name)), BY_LENGTH_COLUMNS, eval_by)
+        metrics = metrics | _json(_under(artifacts, paths.eval_detail(name)), eval_by)  # n, interval, confusion
+        certificate = _json(_under(artifacts, paths.certificate(name)),
+                            f"the certify stage writes it (run `dvc repro certify-{name}`)")
         run = ParityRun(name, v, _json(_under(artifacts, paths.train_metrics(name)), train_by),
-                        metrics, by_length, history)
+                        metrics, by_length, history, certificate)
         run.group, run.settings = group_of(params, name), settings_diff(params, name)
         out.parity[name] = run
     for name in params.seeds.variants:

@@ -89,7 +89,8 @@ def seeds_markdown(inputs: Inputs) -> str:
     labels = [bucket_label(inputs.params, b) for b in buckets]
     head = ["variant", *(f"seeds at 100%, {x}" for x in labels), *(f"worst seed, {x}" for x in labels),
             "median steps to val 100%"]
-    rows = [[name, *(f"{m['solved'][b]} of {m['seeds']}" for b in buckets),
+    head.insert(1, "seeds certified")
+    rows = [[name, f"{m.get('certified', 0)} of {m['seeds']}", *(f"{m['solved'][b]} of {m['seeds']}" for b in buckets),
              *(fmt_float(m["min_accuracy"][b]) for b in buckets), fmt_num(m["median_steps_to_val_100"])]
             for name, m in inputs.seeds.items()]
     return md_table(head, rows, right=set(range(1, len(head))))
@@ -153,3 +154,32 @@ def xor_markdown(inputs: Inputs) -> str:
             "slower than every other, so a quartile that lands on one is 'unknown'. Margin: the smallest "
             "distance of an output from 0.5 at the end of training.\n\n")
     return note + md_table(head, rows, right={1, 2, 3, 4, 5, 6, 7})
+
+
+def correctness_markdown(inputs: Inputs) -> str:
+    """Per parity variant: every sequence of length 1-20, the worst structured bucket, the certificate."""
+    exhaustive = [b for b in inputs.structured() if inputs.kind(b) == "exhaustive"]
+    rows = []
+    for r in inputs.parity.values():
+        judged = [b for b in inputs.structured() if b not in exhaustive and r.metrics.get("accuracy", {}).get(b) is not None]
+        worst = min(judged, key=lambda b: (r.metrics["accuracy"][b], b)) if judged else None
+        if worst is None:
+            structured = "—"
+        elif r.metrics["accuracy"][worst] == 1.0:
+            structured = f"none wrong: all {len(judged)} at 1.0000"
+        else:
+            structured = f"{worst}: {accuracy_cell(r.metrics, worst)}"
+        rows.append([
+            r.name,
+            " ".join(accuracy_cell(r.metrics, b) for b in exhaustive) or "—",
+            structured,
+            "**yes**, every length" if r.certified else f"no: {_short(r.certificate.get('reason', '—'))}",
+        ])
+    head = ["variant", f"every sequence, {bucket_label(inputs.params, exhaustive[0]) if exhaustive else '—'}",
+            "worst structured bucket (needles, runs, densities, patterns)", "certified"]
+    return md_table(head, rows, right={1})
+
+
+def _short(text: str, limit: int = 140) -> str:
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -45,19 +45,63 @@ def _ci(run: ParityRun, bucket: str) -> str:
 
 
 def describe(run: ParityRun, inputs: Inputs) -> str:
-    """One phrase for a variant's held-out accuracy; equal phrases are merged across variants."""
+    """One phrase for a variant's held-out accuracy; equal phrases are merged across variants.
+
+    "certified for every length" only where stages/certify proved it; otherwise the claim names
+    what it was tested on: "random sequences up to N", and the structured buckets apart.
+    """
     buckets = [b for b in inputs.buckets if _get(run, "accuracy", b) is not None]
     if not buckets:
         return "not evaluated"
+    random = inputs.random(buckets)
+    phrase = _random_phrase(run, inputs, random) if random else ""
+    structured = inputs.structured(buckets)
+    if structured:
+        wrong = [b for b in structured if _get(run, "accuracy", b) != 1.0]
+        if not wrong:
+            phrase += f"{'; ' if phrase else ''}100% on all {len(structured)} structured buckets"
+        else:
+            worst = min(wrong, key=lambda b: (_get(run, "accuracy", b), b))
+            phrase += (f"{'; ' if phrase else ''}wrong on {len(wrong)} of {len(structured)} structured buckets "
+                       f"(worst: {worst} {_get(run, 'accuracy', worst):.4f})")
+    if run.certified:
+        return "**certified for every length** (" + phrase + ")"
+    return phrase
+
+
+def _by_length_parity(run: ParityRun) -> str:
+    """A net right on every even length and wrong on every odd one (or the reverse) computes
+    something else than parity; say so when its per-length accuracies show it."""
+    frame = run.by_length
+    if frame is None or frame.empty:
+        return ""
+    odd = frame["length"] % 2 == 1
+    acc = {name: (frame[sel]["accuracy"] * frame[sel]["count"]).sum() / max(frame[sel]["count"].sum(), 1)
+           for name, sel in (("even", ~odd), ("odd", odd)) if sel.any()}
+    if len(acc) < 2:
+        return ""
+    for good, bad in (("even", "odd"), ("odd", "even")):
+        if acc[good] == 1.0 and acc[bad] == 0.0:
+            n = int(frame[odd if bad == "odd" else ~odd]["count"].sum())
+            return (f"; right on every {good} length and wrong on every {bad} one ({n:,} sequences): "
+                    f"it does not compute parity")
+    return ""
+
+
+def _random_phrase(run: ParityRun, inputs: Inputs, buckets: list[str]) -> str:
+    return _random_accuracy(run, inputs, buckets) + _by_length_parity(run)
+
+
+def _random_accuracy(run: ParityRun, inputs: Inputs, buckets: list[str]) -> str:
     label = partial(bucket_label, inputs.params)
     perfect = [_get(run, "accuracy", b) == 1.0 for b in buckets]
     if all(perfect):
-        return f"100% on every bucket up to {label(buckets[-1])}"
+        return f"100% on random sequences up to {label(buckets[-1])}"
     if all(_near_chance(run, b) for b in buckets):
-        return "near chance on every bucket"
+        return "near chance on every random bucket"
     first_miss = perfect.index(False)
     rest = "; ".join(f"{_get(run, 'accuracy', b):.4f}{_ci(run, b)} on {label(b)}" for b in buckets[first_miss:])
-    return f"100% up to {label(buckets[first_miss - 1])}, then {rest}" if first_miss else rest
+    return f"100% on random sequences up to {label(buckets[first_miss - 1])}, then {rest}" if first_miss else rest
 
 
 def _with_range(phrase: str, runs: list[ParityRun]) -> str:
@@ -65,7 +109,8 @@ def _with_range(phrase: str, runs: list[ParityRun]) -> str:
     if not phrase.startswith("near chance"):
         return phrase
     accs = [a for r in runs for a in r.metrics.get("accuracy", {}).values() if a is not None]
-    return phrase + f" (accuracy {min(accs):.2f}–{max(accs):.2f})"
+    low, high = min(accs), max(accs)
+    return phrase + (f" (accuracy {low:.2f})" if f"{low:.2f}" == f"{high:.2f}" else f" (accuracy {low:.2f}–{high:.2f})")
 
 
 def _merged(runs: list[ParityRun], inputs: Inputs) -> list[str]:
@@ -140,7 +185,11 @@ def _xor_line(run: XorRun) -> str:
     epochs = seed_epochs(run)
     solved = sum(math.isfinite(x) for x in epochs)
     mmin, loss = m.get("margin", {}).get("min"), m.get("final_loss", {}).get("median")
-    line = f"- **{xor_label(run.config)}**: {solved} of {len(epochs)} seeds reach 100% within {run.config.max_epochs:,} epochs"
+    line = (f"- **{xor_label(run.config)}**: {solved} of {len(epochs)} seeds reach 100% at some epoch within "
+            f"{run.config.max_epochs:,}")
+    if "final_accuracy" in run.seeds and (ended := run.seeds["final_accuracy"].astype(float)).lt(1.0).any():
+        line += (f", but {int(ended.lt(1.0).sum())} of them end below it (final accuracy: mean {ended.mean():.2f}, "
+                 f"worst {ended.min():.2f}); 'reached 100%' is not 'solved'")
     if e.get("median") is not None:
         q3 = "unknown" if e.get("q3") is None else fmt_num(e["q3"])
         line += f"; median {fmt_num(e['median'])} epochs (quartiles {fmt_num(e.get('q1'))} and {q3})"

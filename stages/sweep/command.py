@@ -31,9 +31,9 @@ from stages.sweep.plan import CODE_ROOT, Trial, code_fingerprint, plan, trial_ke
 from stages.sweep.report import DEFAULT_COLUMNS, flatten
 from stages.sweep.schema import Sweep, load_sweep
 from stages.sweep.trial import read_outcome
+from stages.tracking import P
 
 PARENTS = "trials/mlflow_parents.json"  # tracking URI -> experiment -> parent run id
-P = "paritylab."
 
 
 def _store_uri() -> str:

@@ -41,8 +41,8 @@ from stages.tracking.store import check_store, ensure_store, experiment_id, retr
 P = "paritylab."  # prefix of every tag this project sets
 MAX_PARAM = 6000  # MLflow's limit on a param value
 __all__ = [
-    "check_store", "tracked_run", "log_metrics", "log_summary", "log_history", "log_seed_table",
-    "log_metrics_json", "log_artifact", "set_model_hash", "find_run",
+    "check_store", "tracked_run", "ending_run", "log_params", "log_metrics", "log_summary", "log_history",
+    "log_seed_table", "log_metrics_json", "log_artifact", "set_model_hash", "find_run",
     "log_torch_model", "log_keras_model", "retry", "tracking_uri", "repo_root",
 ]
 
@@ -109,9 +109,19 @@ def tracked_run(
             retry(mlflow.log_dict, dict(doc), "params.json", run_id=run_id)
     else:
         run_id = _resume_run(resume_run_id, short, prov, data_tags, values)
+    with ending_run():
+        yield run_id
+
+
+@contextmanager
+def ending_run() -> Iterator[None]:
+    """End the active run when the block ends: FINISHED; KILLED on KeyboardInterrupt; FAILED
+    on any other exception, which is re-raised."""
+    import mlflow
+
     status = "FINISHED"
     try:
-        yield run_id
+        yield
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -164,6 +174,11 @@ def _log_params(run_id: str, values: Mapping[str, str]) -> None:
     items = [Param(k, v) for k, v in values.items()]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         retry(MlflowClient().log_batch, run_id, params=items[i : i + 100])
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log nested settings as the active run's params (dotted keys; see ``_param_values``)."""
+    _log_params(_active_run_id(), _param_values(params))
 
 
 def _set_tags(run_id: str, tags: Mapping[str, str]) -> None:

@@ -66,6 +66,12 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out.strip() if out else None
 
 
+def git_remote(cwd: str | Path | None = None) -> str | None:
+    """The URL of remote ``origin``, or None (no remote, or not a git work tree)."""
+    out = _git("remote", "get-url", "origin", cwd=cwd)
+    return out.strip() if out else None
+
+
 def dvc_output_patterns(cwd: str | Path | None = None) -> list[str]:
     """Glob patterns of every stage output in dvc.yaml (``${key}`` of a foreach -> ``*``)."""
     try:
