@@ -103,7 +103,13 @@ mkdir -p "$WORK/sweeps"
 cp params.yaml "$WORK/"
 cp "$SWEEP" "$WORK/sweeps/"
 NAME=$(basename "$SWEEP")
-(cd "$WORK" && PYTHONPATH=$ROOT "$PY" -m stages generate >/dev/null)
+(cd "$WORK" && PYTHONPATH=$ROOT "$PY" -c '
+from pathlib import Path
+from stages.core.params import load_params
+from stages.pipeline.generate import dataset_names, generate
+data = load_params("params.yaml").data
+for name in dataset_names(data):  # what the generate-NAME stages write
+    generate(name, data, Path("data"))' 2>/dev/null)
 (cd "$WORK" && MLFLOW_TRACKING_URI=$URI PYTHONPATH=$ROOT timeout -s INT -k 30 300 "$PY" -m stages sweep "sweeps/$NAME")
 
 # --- check the runs through the server, and that they live in PostgreSQL ---
@@ -115,7 +121,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
-from stages.sweep_schema import load_sweep
+from stages.sweep.schema import load_sweep
 
 uri, sweep_file = sys.argv[1:]
 sweep = load_sweep(sweep_file)
