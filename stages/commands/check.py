@@ -24,6 +24,7 @@ from typing import Any
 
 from stages.core.errors import UserError
 from stages.core.params import Tolerance, load_params
+from stages.tracking import flatten
 
 MISSING = object()  # a metric absent on one side (distinct from a null value)
 EPS = 1e-12  # relative slack so float rounding alone never counts as a change
@@ -63,16 +64,6 @@ def main(params_path: str = "params.yaml", baseline: str = "HEAD", artifacts: st
     regressed = [r for r in rows if r.verdict == "REGRESSED"]
     if regressed:
         sys.exit(1)
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """{"accuracy": {"len_200": 1.0}} -> {"accuracy.len_200": 1.0}; leaves keep their values."""
-    if not isinstance(obj, dict):
-        return {prefix: obj}
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def _parse(text: str, where: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 from stages.core import files as sio
 from stages.core.errors import UserError
 from stages.sweep.plan import CODE_ROOT, Trial, code_fingerprint, plan, trial_key
-from stages.sweep.report import DEFAULT_COLUMNS, flatten
+from stages.sweep.report import DEFAULT_COLUMNS, numbers
 from stages.sweep.schema import Sweep, load_sweep
 from stages.sweep.trial import read_outcome
 from stages.tracking import P
@@ -140,7 +140,7 @@ def _describe(out: Path, keys: Mapping[str, str], sweep: Sweep) -> Any:
         if outcome["status"] == "failed":
             last = (outcome.get("error") or "").strip().splitlines()[-1:] or [""]
             return f"failed {name} {secs} in {outcome.get('stage')}: {last[0][:200]}"
-        metrics = flatten(outcome.get("metrics", {}))
+        metrics = numbers(outcome.get("metrics", {}))
         wanted = sweep.report.metrics or sorted(k for k in metrics if k.startswith(DEFAULT_COLUMNS))
         shown = [m for m in wanted if m in metrics][:2]
         return f"{outcome['status']:<6} {name} {secs} " + "  ".join(f"{m}={metrics[m]:.4g}" for m in shown)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from stages.core import files as sio
 from stages.sweep.plan import Trial
 from stages.sweep.schema import Plot, Sweep
+from stages.tracking import flatten
 
 if TYPE_CHECKING:
     import pandas
@@ -24,15 +25,9 @@ SKIP = ("eval.confusion.",)  # per-bucket counts: in the metrics files, too wide
 DEFAULT_COLUMNS = ("eval.accuracy.", "eval.epochs_to_100.median", "eval.never_solved", "eval.margin.min")
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested dict as ``a.b.c`` -> float (bools as 0/1; None and text dropped)."""
-    out: dict[str, float] = {}
-    for key, value in d.items():
-        if isinstance(value, Mapping):
-            out |= flatten(value, f"{prefix}{key}.")
-        elif isinstance(value, int | float) and not (prefix + key).startswith(SKIP):
-            out[prefix + key] = float(value)
-    return out
+def numbers(d: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric leaves of a nested dict as ``a.b.c`` -> float (bools as 0/1; None, text and SKIP dropped)."""
+    return {k: float(v) for k, v in flatten(d).items() if isinstance(v, int | float) and not k.startswith(SKIP)}
 
 
 def _cell(value: Any) -> Any:
@@ -49,7 +44,7 @@ def row(trial: Trial, outcome: Mapping[str, Any] | None) -> dict[str, Any]:
         lines = [ln.strip() for ln in str(outcome.get("error", "")).splitlines() if ln.strip()]
         out |= {"failed_stage": outcome.get("stage", ""), "error": " | ".join(lines[-3:])[-500:]}
     elif outcome["status"] == "ok":
-        out |= flatten(outcome["metrics"])
+        out |= numbers(outcome["metrics"])
     return out
 
 

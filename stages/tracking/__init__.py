@@ -41,17 +41,19 @@ from stages.tracking.store import check_store, ensure_store, experiment_id, retr
 P = "paritylab."  # prefix of every tag this project sets
 MAX_PARAM = 6000  # MLflow's limit on a param value
 __all__ = [
-    "check_store", "tracked_run", "ending_run", "log_params", "log_metrics", "log_summary", "log_history",
+    "check_store", "flatten", "tracked_run", "ending_run", "log_params", "log_metrics", "log_summary", "log_history",
     "log_seed_table", "log_metrics_json", "log_artifact", "set_model_hash", "find_run",
     "log_torch_model", "log_keras_model", "retry", "tracking_uri", "repo_root",
 ]
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"accuracy": {"len_200": 1.0}} -> {"accuracy.len_200": 1.0}: nested keys dotted, leaves kept
+    (the one flattening of metrics and settings: MLflow, the gate and the sweep table use it)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -59,7 +61,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _param_values(params: Mapping[str, Any]) -> dict[str, str]:
     """Nested settings -> MLflow params: dotted keys; non-strings as JSON; ≤ 6,000 characters."""
-    flat = _flatten(params)
+    flat = flatten(params)
     return {k: (v if isinstance(v, str) else json.dumps(v, default=str))[:MAX_PARAM] for k, v in flat.items()}
 
 
@@ -212,7 +214,7 @@ def _log_metric_rows(rows: list[tuple[str, float, int]]) -> None:
 
 def _numbers(d: Mapping[str, Any]) -> dict[str, float]:
     """Flattened numeric leaves (bools as 0/1); strings, lists and None are left out."""
-    return {k: float(v) for k, v in _flatten(d).items() if isinstance(v, int | float)}
+    return {k: float(v) for k, v in flatten(d).items() if isinstance(v, int | float)}
 
 
 def _join(prefix: str, key: str) -> str:
