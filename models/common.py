@@ -6,7 +6,7 @@ params.yaml and do the writing of every output.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -177,3 +177,19 @@ def to_result(state: Progress, cfg: TrainConfig, stopped: str) -> TrainResult:
         history=state.history,
         train_seconds=state.seconds,
     )
+
+
+def length_batches(lengths: np.ndarray, max_batch_bits: int) -> Iterator[np.ndarray]:
+    """Indices in length order, cut so that batch size x longest length <= max_batch_bits.
+
+    Sorting by length keeps padding small; a sequence longer than the cap gets a batch of its
+    own. Used by the torch and the Keras ``predict_logits``.
+    """
+    order = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        stop = start + 1  # sorted ascending: the last member is the longest; grow while it fits
+        while stop < len(order) and (stop + 1 - start) * int(lengths[order[stop]]) <= max_batch_bits:
+            stop += 1
+        yield order[start:stop]
+        start = stop

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.core.buckets import Data
 from stages.core.data import SeqSet
-from stages.core.params import Data
 
 
 def random_seqs(n: int, lo: int, hi: int, seed: int = 0) -> SeqSet:
@@ -30,3 +30,13 @@ def seqset(seqs: list[np.ndarray], name: str = "toy") -> SeqSet:
     """A SeqSet of the given 0/1 arrays (labels: their parity)."""
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)
     return SeqSet.from_stream(name, lengths, np.concatenate(seqs) if seqs else np.zeros(0, np.uint8))
+
+
+def exhaustive_seqs(max_len: int) -> SeqSet:
+    """Every sequence of length 1..max_len in the exhaustive bucket's order (as generate writes it)."""
+    from types import SimpleNamespace
+
+    from stages.pipeline.structured import exhaustive
+
+    lengths, bits = exhaustive(SimpleNamespace(max_len=max_len))
+    return SeqSet.from_stream("exhaustive", lengths, bits)

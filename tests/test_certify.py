@@ -184,7 +184,7 @@ def test_real_net_certificate_checks_and_edits_fail(name: str) -> None:
 
 
 def test_suffix_regions_have_fixed_suffix_transitions() -> None:
-    from stages.certify.search import enumerate_prefixes, suffix_regions
+    from stages.certify.regions import enumerate_prefixes, suffix_regions
 
     net = net_from_weights("rnn_packed", hb.parity_rnn())
     layer, _, bad = enumerate_prefixes(net, 8)

@@ -79,6 +79,17 @@ def test_predict_logits_keeps_order_across_length_batches():
     assert together.dtype == np.float64 and together.shape == (60,)
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_prefix_tree_gives_the_models_own_logits(layers):
+    from helpers import exhaustive_seqs
+    from models.prefix_tree import all_sequences_logits
+
+    model = fresh(seed=1, hidden=5, num_layers=layers)
+    seqs = exhaustive_seqs(7)
+    tree = all_sequences_logits(keras_lstm.stepper(model), 7)
+    np.testing.assert_allclose(tree, keras_lstm.predict_logits(model, seqs), atol=1e-5)
+
+
 def test_save_load_round_trip_and_config_check(tmp_path):
     model = fresh(hidden=5)
     config = {"family": "keras_lstm", "hidden_size": 5, "num_layers": 1, "init": "default"}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.xor_mlp.study import quartiles
 from stages.core.errors import UserError
 from stages.core.params import (
     Params,
@@ -25,7 +26,7 @@ from stages.core.params import (
     load_params,
     resolved_training,
 )
-from stages.core.stats import quartiles, wilson
+from stages.core.stats import wilson
 from stages.pipeline import report
 from stages.report.inputs import settings_diff
 

@@ -117,3 +117,14 @@ def test_summary_counts_unsolved_seeds_as_infinite():
     assert s["epochs_to_100"]["q3"] is None  # lands between the unsolved seeds
     assert s["epochs_to_100"]["min"] == 10.0 and s["epochs_to_100"]["max"] is None
     assert s["never_solved"] == 0.4
+
+
+def test_quartiles_rank_unsolved_seeds_last_and_never_guess():
+    from models.xor_mlp.study import quartiles
+
+    q = quartiles([10, 20, None])  # one seed never reached 100%
+    assert (q["q1"], q["median"], q["q3"]) == (15.0, 20.0, None)  # q3 lies between 20 and "never"
+    assert (q["min"], q["max"]) == (10.0, None)
+    assert quartiles([10, None, None])["median"] is None  # not 10: two of three never solved
+    assert quartiles([None, None])["min"] is None
+    assert quartiles([4, 2, 8, 6])["median"] == 5.0  # NumPy's linear interpolation

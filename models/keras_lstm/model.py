@@ -5,7 +5,7 @@ Input (B, T, 1) float32: the bits as 0.0/1.0, then the padding value -1.0 up to 
 so a sequence's logit does not depend on how much padding its batch needed. The final
 state goes through ``Dense(1)``: one logit per sequence, positive = odd parity.
 
-Training lives in ``models/keras_train.py``; this file builds, runs, saves and loads.
+Training lives in ``models/keras_lstm/train.py``; this file builds, runs, saves and loads.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.common import ModelError
+from models.common import ModelError, length_batches
+from models.prefix_tree import Stepper
 
 PAD = -1.0  # padding value; bits are 0/1 so it can never be a real input
 MODEL_FILE = "model.keras"
@@ -72,22 +73,6 @@ def _infer_fn(model: keras.Model):
         spec = tf.TensorSpec((None, None, 1), tf.float32)
         _INFER[model] = tf.function(lambda x: model(x, training=False)[:, 0], input_signature=[spec])
     return _INFER[model]
-
-
-def length_batches(lengths: np.ndarray, max_batch_bits: int) -> Iterator[np.ndarray]:
-    """Indices grouped by similar length, each group's count x longest length <= max_batch_bits.
-
-    Sorting by length keeps padding small; a sequence longer than the cap gets a batch of its own.
-    """
-    order = np.argsort(lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        # Sorted ascending, so the last member is the longest: grow while count x its length fits.
-        end = start + 1
-        while end < len(order) and (end + 1 - start) * int(lengths[order[end]]) <= max_batch_bits:
-            end += 1
-        yield order[start:end]
-        start = end
 
 
 def predict_logits(model: keras.Model, seqs: Any, max_batch_bits: int = 2_000_000) -> np.ndarray:
@@ -180,3 +165,22 @@ def weights_digest(model: keras.Model) -> str:
     for w in model.get_weights():
         h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()
+
+
+def stepper(model: keras.Model) -> Stepper:
+    """The model as start/step/readout for models/prefix_tree.py: each LSTM layer's own cell, one
+    bit at a time, then the Dense readout. State: (h, c) of every layer, each (B, H), batch first."""
+    cells = [layer.cell for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+    dense = model.get_layer("logit")
+
+    def step(state: tuple[np.ndarray, ...], bit: float) -> tuple[np.ndarray, ...]:
+        x, new = tf.fill((state[0].shape[0], 1), bit), []
+        for i, cell in enumerate(cells):
+            x, (h, c) = cell(x, [tf.constant(state[2 * i]), tf.constant(state[2 * i + 1])], training=False)
+            new += [h.numpy(), c.numpy()]
+        return tuple(new)
+
+    def start() -> tuple[np.ndarray, ...]:
+        return tuple(np.zeros((1, cell.units), np.float32) for cell in cells for _ in "hc")
+
+    return Stepper(start, step, lambda state: dense(tf.constant(state[-2])).numpy()[:, 0])

@@ -90,11 +90,21 @@ class ManualRNN(nn.Module):
             # W_ih x_t + b_ih + b_hh for every step of the chunk, time-major: (chunk, B, H).
             x_proj = self.input(x[:, start:stop].t().unsqueeze(-1)) + self.hidden.bias
             for t, x_t in enumerate(x_proj.unbind(0), start):
-                h = torch.tanh(torch.addmm(x_t, h, w_hh))
+                h = self.step(x_t, h, w_hh)
                 if t in ends:
                     finals.append(h[ends[t]])
                     rows.append(ends[t])
         return self.readout(_collect(finals, rows)).squeeze(-1)
+
+    def project(self, bit: float) -> Tensor:
+        """The input part of a step for one bit value: W_ih x + b_ih + b_hh, (1, H)."""
+        return self.input(self.hidden.bias.new_full((1, 1), bit)) + self.hidden.bias
+
+    def step(self, x_proj: Tensor, h: Tensor, w_hh: Tensor | None = None) -> Tensor:
+        """One step of the recurrence: x_proj (B or 1, H) from ``project``, h (B, H) -> (B, H).
+
+        w_hh: ``self.hidden.weight.t()``, passed by a caller that steps many times."""
+        return torch.tanh(torch.addmm(x_proj, h, self.hidden.weight.t() if w_hh is None else w_hh))
 
 
 class ManualLSTM(nn.Module):
@@ -130,13 +140,29 @@ class ManualLSTM(nn.Module):
             # The x part of the gates for every step of the chunk, time-major: (chunk, B, 4H).
             x_proj = torch.addmm(self.gates.bias, x[:, start:stop].t().reshape(-1, 1), w_x.t())
             for t, x_t in enumerate(x_proj.view(stop - start, batch, 4 * hs).unbind(0), start):
-                pre = torch.addmm(x_t, h, w_h)  # (B, 4H), pre-activations in gate order
-                # One sigmoid over all four blocks (the candidate's is unused): fewer ops per step.
-                input_gate, forget_gate, _, output_gate = torch.sigmoid(pre).chunk(4, dim=1)
-                candidate = torch.tanh(pre[:, 2 * hs : 3 * hs])
-                c = torch.addcmul(forget_gate * c, input_gate, candidate)
-                h = output_gate * torch.tanh(c)
+                h, c = self.step(x_t, (h, c), w_h)
                 if t in ends:
                     finals.append(h[ends[t]])
                     rows.append(ends[t])
         return self.readout(_collect(finals, rows)).squeeze(-1)
+
+    def project(self, bit: float) -> Tensor:
+        """The input part of the gates for one bit value: W_x x + b, (1, 4H)."""
+        return self.gates(torch.cat([self.gates.bias.new_full((1, 1), bit),
+                                     self.gates.bias.new_zeros(1, self.hidden_size)], dim=1))
+
+    def step(self, x_proj: Tensor, state: tuple[Tensor, Tensor],
+             w_h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One step: x_proj (B or 1, 4H) from ``project``, state (h, c) each (B, H) -> (h, c).
+
+        w_h: the gates' h block transposed and contiguous, passed by a caller that steps many times."""
+        h, c = state
+        hs = self.hidden_size
+        if w_h is None:
+            w_h = self.gates.weight[:, 1:].t().contiguous()
+        pre = torch.addmm(x_proj, h, w_h)  # (B, 4H), pre-activations in gate order
+        # One sigmoid over all four blocks (the candidate's is unused): fewer ops per step.
+        input_gate, forget_gate, _, output_gate = torch.sigmoid(pre).chunk(4, dim=1)
+        candidate = torch.tanh(pre[:, 2 * hs : 3 * hs])
+        c = torch.addcmul(forget_gate * c, input_gate, candidate)
+        return output_gate * torch.tanh(c), c

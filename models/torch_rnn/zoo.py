@@ -7,7 +7,7 @@ to one logit per sequence, (B,), read after that sequence's own last bit.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.common import ModelError
+from models.common import ModelError, length_batches
+from models.prefix_tree import Stepper
 from models.torch_rnn.cells import ManualLSTM, ManualRNN, stable_bce
 from models.torch_rnn.layers import PackedRecurrent, PerSequenceRNN
 
@@ -139,18 +140,6 @@ def load(path: Path, device: str = "cpu", expect: dict[str, Any] | None = None,
     return model.to(device).eval(), config
 
 
-def _batches(lengths: np.ndarray, max_batch_bits: int) -> Iterator[np.ndarray]:
-    """Indices in length order, cut so that batch size x longest length <= max_batch_bits."""
-    order = np.argsort(lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        stop = start + 1  # a single sequence longer than the cap still goes alone
-        while stop < len(order) and (stop + 1 - start) * lengths[order[stop]] <= max_batch_bits:
-            stop += 1
-        yield order[start:stop]
-        start = stop
-
-
 def predict_logits(model: nn.Module, seqs: SeqSetLike, device: str, max_batch_bits: int = 2_000_000) -> np.ndarray:
     """Logits (n,) float64 for every sequence of ``seqs``, in its own order.
 
@@ -161,7 +150,7 @@ def predict_logits(model: nn.Module, seqs: SeqSetLike, device: str, max_batch_bi
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for idx in _batches(lengths, max_batch_bits):
+        for idx in length_batches(lengths, max_batch_bits):
             bits, lens = seqs.padded(idx)
             lens_t = torch.as_tensor(lens, dtype=torch.int64)
             x = torch.as_tensor(bits[:, : int(lens_t.max())]).to(device=device, dtype=torch.float32)
@@ -181,3 +170,44 @@ class ParityPredictor(nn.Module):
         """x: (B, T) floats, bits 0/1 then padding -1 -> probability of odd parity, (B,)."""
         lengths = (x >= 0).sum(dim=1).cpu()
         return torch.sigmoid(self.model(x.clamp(min=0), lengths))
+
+
+def stepper(model: nn.Module, device: str = "cpu") -> Stepper | None:
+    """The model as start/step/readout for models/prefix_tree.py, through its own modules (the
+    library layer, or the hand-written cell's ``step``); None for ``rnn_per_sequence``, whose
+    point is the one-sequence-at-a-time call. States are NumPy arrays, batch first."""
+    if isinstance(model, PerSequenceRNN):
+        return None
+    model.eval()
+    if isinstance(model, PackedRecurrent):
+        layers, size = model.rnn.num_layers, model.rnn.hidden_size
+        pair = isinstance(model.rnn, nn.LSTM)
+
+        def step(state: tuple[np.ndarray, ...], bit: float) -> tuple[np.ndarray, ...]:
+            # ours: (B, layers, H) per tensor; the library's: (layers, B, H)
+            s = tuple(torch.as_tensor(a, device=device).transpose(0, 1).contiguous() for a in state)
+            x = torch.full((s[0].shape[1], 1, 1), bit, device=device)
+            with torch.inference_mode():
+                _, new = model.rnn(x, s if pair else s[0])
+            return tuple(t.transpose(0, 1).cpu().numpy() for t in (new if pair else (new,)))
+
+        def readout(state: tuple[np.ndarray, ...]) -> np.ndarray:
+            with torch.inference_mode():
+                return model.readout(torch.as_tensor(state[0][:, -1], device=device)).squeeze(-1).cpu().numpy()
+
+        zero = np.zeros((1, layers, size), np.float32)
+        return Stepper(lambda: (zero,) * (2 if pair else 1), step, readout)
+    cell = model  # ManualRNN or ManualLSTM: state (h,) or (h, c), each (B, H)
+
+    def cell_step(state: tuple[np.ndarray, ...], bit: float) -> tuple[np.ndarray, ...]:
+        with torch.inference_mode():
+            s = tuple(torch.as_tensor(a, device=device) for a in state)
+            new = cell.step(cell.project(bit), s if len(s) == 2 else s[0])
+        return tuple(t.cpu().numpy() for t in (new if isinstance(new, tuple) else (new,)))
+
+    def cell_readout(state: tuple[np.ndarray, ...]) -> np.ndarray:
+        with torch.inference_mode():
+            return cell.readout(torch.as_tensor(state[0], device=device)).squeeze(-1).cpu().numpy()
+
+    zero = np.zeros((1, cell.hidden_size), np.float32)
+    return Stepper(lambda: (zero,) * (2 if isinstance(cell, ManualLSTM) else 1), cell_step, cell_readout)

@@ -90,15 +90,8 @@ class StudyResult:
         raw = [r["epochs_to_100"] for r in self.per_seed]
         epochs = np.array([np.inf if e is None else e for e in raw], dtype=np.float64)
         margins = np.array([r["margin"] for r in self.per_seed])
-        finite = epochs[np.isfinite(epochs)]
         return {
-            "epochs_to_100": {
-                "q1": _quantile(epochs, 0.25),
-                "median": _quantile(epochs, 0.5),
-                "q3": _quantile(epochs, 0.75),
-                "min": float(finite.min()) if finite.size else None,
-                "max": float(epochs.max()) if finite.size == epochs.size else None,
-            },
+            "epochs_to_100": quartiles(epochs),
             "never_solved": float(np.mean(~np.isfinite(epochs))),
             "margin": {"min": float(margins.min()), "median": float(np.median(margins))},
             "final_loss": {"median": float(np.median([r["final_loss"] for r in self.per_seed]))},
@@ -106,6 +99,24 @@ class StudyResult:
             "seeds": len(self.seeds),
             "max_epochs": self.max_epochs,
         }
+
+
+def quartiles(epochs: Any) -> dict[str, float | None]:
+    """q1, median, q3, min and max of epoch counts, where +inf or None means "never reached".
+
+    Unsolved seeds rank last rather than being dropped (dropping them would flatter the figure);
+    a quartile that lands on one is None; ``min`` is None only when nothing was solved, ``max``
+    whenever anything was not.
+    """
+    v = np.array([np.inf if e is None else e for e in epochs], dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    return {
+        "q1": _quantile(v, 0.25),
+        "median": _quantile(v, 0.5),
+        "q3": _quantile(v, 0.75),
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(v.max()) if finite.size == v.size else None,
+    }
 
 
 def _quantile(values: np.ndarray, q: float) -> float | None:

@@ -3,8 +3,8 @@
 This is the only code that ``certify.py`` (the search) and ``check.py`` (the independent
 checker) share. Each supplies its own ``ops``: a point arithmetic (plain float64), or an
 interval arithmetic that encloses the exact real result. The equations below are the
-exact real-number semantics of the project's cells (models/manual.py, models/torch_rnn.py,
-models/keras_lstm.py), with the float32 weights converted exactly to float64.
+exact real-number semantics of the project's cells (models/torch_rnn/cells.py and layers.py,
+models/keras_lstm/model.py), with the float32 weights converted exactly to float64.
 
 State layout (one row per state, N rows):
 - ``rnn`` (rnn_packed, rnn_per_sequence, manual_rnn, manual_rnn_bce): h, shape (N, H)

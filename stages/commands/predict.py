@@ -105,7 +105,6 @@ def main(variant: str, bits: tuple[str, ...] = (), params_path: str = "params.ya
     from stages.core.seeding import seed_everything
 
     seed_everything(params.seed, params.threads)
-    predict, _ = load_predictor(params, variant, "cpu")
-    logits = predict(seqs, params.evaluate.max_batch_bits)
+    logits = load_predictor(params, variant, "cpu").predict(seqs, params.evaluate.max_batch_bits)
     sys.stdout.write(format_predictions(logits))
     sys.stdout.flush()

@@ -1,4 +1,5 @@
-"""The one schema for params.yaml.
+"""The one schema for params.yaml (the bucket kinds and ``data``: buckets.py; the base model
+and limits: schema.py).
 
 Every field has a type, a default and a comment saying why the default is what it is.
 Unknown keys are errors, so a typo such as ``hiden_size`` never passes silently.
@@ -8,14 +9,28 @@ message naming the key path, the bad value and what is allowed.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from stages.core.buckets import BUCKET_KINDS, Bucket, Data
 from stages.core.errors import UserError
+from stages.core.schema import (
+    MAX_BATCH,
+    MAX_HIDDEN,
+    MAX_NAME,
+    MAX_THREADS,
+    NAME,
+    ParamsError,
+    PosFloat,
+    PosInt,
+    Seed,
+    Strict,
+    cut,
+    short,
+)
 
 PARITY_FAMILIES = (
     "rnn_packed",  # nn.RNN over a PackedSequence batch
@@ -43,187 +58,6 @@ MODEL_FOLDERS = {  # engine -> the models/ folders its stages run
     "xor": ("models/xor_mlp",),
 }
 Device = Literal["auto", "cpu", "cuda", "mps"]
-NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class ParamsError(UserError):
-    """A params file that cannot be used; the message is one line for the user."""
-
-
-class Strict(BaseModel):
-    # strict: true/yes/on are not numbers, 1.5 is not an int; NaN and infinity are no number a
-    # setting can use (lr: .inf trains to a NaN model and exits 0).
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-Seed = Annotated[int, Field(ge=0, lt=2**32)]  # NumPy, torch and TensorFlow all take 32-bit seeds
-# Limits that protect memory and time, each with its reason. None binds the defaults.
-MAX_THREADS = 256  # more than any machine here has; torch and TF crash on absurd counts
-MAX_HIDDEN = 4096  # an h4096 LSTM step is 16M weights; the parity nets use 8
-MAX_BATCH = 65_536  # sequences per step; 10^9 was OOM-killed at 20 GB with its run left RUNNING
-MAX_NAME = 64  # variant and bucket names become file names (limit 255) and MLflow run names
-# A bucket is unpacked to one byte per bit while it is drawn and loaded, twice over at the peak:
-# refuse one that cannot fit in half this machine's memory (len_1000000.count: 100000 asked
-# for 11.6 GiB).
-BYTES_PER_BIT = 2
-
-
-class Bucket(Strict):
-    """A set of random bit sequences with lengths uniform in [min_len, max_len] (kind: uniform)."""
-
-    kind: Literal["uniform"] = "uniform"
-    count: PosInt  # number of sequences
-    min_len: PosInt  # shortest sequence
-    max_len: PosInt  # longest sequence
-    # Draw sequences not present in this other bucket where the length allows it
-    # (the validation set is kept disjoint from the training set).
-    disjoint_from: str | None = None
-
-    @model_validator(mode="after")
-    def _lengths_ordered(self) -> Bucket:
-        if self.min_len > self.max_len:
-            raise ValueError(
-                f"min_len ({self.min_len}) must be <= max_len ({self.max_len})"
-            )
-        return self
-
-    def max_bits(self) -> int:
-        return self.count * self.max_len
-
-
-# Structured held-out buckets: the inputs random bits never show a net trained on lengths
-# 1-20 (a run of 200 zeros, a single 1 in a million). Never trained on; drawn by
-# stages/pipeline/structured.py from the bucket's own seeded stream.
-class _Structured(Strict):
-    disjoint_from: ClassVar[None] = None  # only uniform buckets are drawn apart from another
-
-    @model_validator(mode="after")
-    def _lengths_ordered(self) -> _Structured:
-        if self.min_len > self.max_len:
-            raise ValueError(f"min_len ({self.min_len}) must be <= max_len ({self.max_len})")
-        return self
-
-
-class NeedleBucket(_Structured):
-    """One ``1 - background`` bit among ``background`` bits, at the first, second, middle,
-    last-but-one, last and two random positions, at lengths L - 1 and L for each L; plus the
-    plain all-``background`` sequence of each length (so both parities of every length)."""
-
-    kind: Literal["needles"]
-    background: Literal[0, 1]
-    lengths: Annotated[list[Annotated[int, Field(ge=2)]], Field(min_length=1)]
-
-    @property
-    def min_len(self) -> int:
-        return min(self.lengths) - 1
-
-    @property
-    def max_len(self) -> int:
-        return max(self.lengths)
-
-    def max_bits(self) -> int:
-        return 8 * sum(2 * n + 1 for n in self.lengths)
-
-
-class DensityBucket(_Structured):
-    """Bits drawn with P(1) = p_one (sparse or dense), lengths log-uniform in [min_len, max_len]."""
-
-    kind: Literal["density"]
-    p_one: Annotated[float, Field(gt=0, lt=1)]
-    count: PosInt
-    min_len: PosInt
-    max_len: PosInt
-
-    def max_bits(self) -> int:
-        return self.count * self.max_len
-
-
-class RunsBucket(_Structured):
-    """Alternating runs of 0s and 1s with geometric lengths of mean ``mean_run``."""
-
-    kind: Literal["runs"]
-    mean_run: PosInt
-    count: PosInt
-    min_len: PosInt
-    max_len: PosInt
-
-    def max_bits(self) -> int:
-        return self.count * self.max_len
-
-
-class PeriodicBucket(_Structured):
-    """Each pattern repeated, cut at a random phase to lengths log-uniform in [min_len, max_len]."""
-
-    kind: Literal["periodic"]
-    patterns: Annotated[list[Annotated[str, Field(pattern=r"^[01]{1,64}$")]], Field(min_length=1)]
-    per_pattern: PosInt  # sequences per pattern
-    min_len: PosInt
-    max_len: PosInt
-
-    def max_bits(self) -> int:
-        return len(self.patterns) * self.per_pattern * self.max_len
-
-
-class ExhaustiveBucket(_Structured):
-    """Every bit sequence of length 1 to max_len: 2^(max_len + 1) - 2 of them. At 20 it is the
-    whole training distribution; a net not 100% here has not learned parity even there."""
-
-    kind: Literal["exhaustive"]
-    max_len: Annotated[int, Field(gt=0, le=24)]  # 24: 33 million sequences, 0.8 GB of bits
-
-    @property
-    def min_len(self) -> int:
-        return 1
-
-    def max_bits(self) -> int:
-        return self.max_len * 2 ** (self.max_len + 1)
-
-
-BUCKET_KINDS = ("uniform", "needles", "density", "runs", "periodic", "exhaustive")
-AnyBucket = Annotated[
-    Annotated[Bucket, Tag("uniform")] | Annotated[NeedleBucket, Tag("needles")]
-    | Annotated[DensityBucket, Tag("density")] | Annotated[RunsBucket, Tag("runs")]
-    | Annotated[PeriodicBucket, Tag("periodic")] | Annotated[ExhaustiveBucket, Tag("exhaustive")],
-    Discriminator(lambda v: v.get("kind", "uniform") if isinstance(v, dict) else getattr(v, "kind", "uniform")),
-]
-
-
-class Data(Strict):
-    seed: Seed = 20261122  # the data seed; changing it regenerates every dataset
-    # Safety limit on any sequence length: a typo like 10000000 would need gigabytes.
-    max_len_limit: PosInt = 1_000_000
-    buckets: dict[str, AnyBucket]  # name -> bucket; names are file names under data/
-
-    @model_validator(mode="after")
-    def _check_buckets(self) -> Data:
-        memory = _memory_bytes()
-        for name, b in self.buckets.items():
-            if not NAME.match(name) or name == "xor_gate" or len(name) > MAX_NAME:
-                raise ValueError(f"bucket name {_short(name)} must match [a-z][a-z0-9_]*, have at most "
-                                 f"{MAX_NAME} characters and not be 'xor_gate'")
-            need = b.max_bits() * BYTES_PER_BIT
-            if memory and need > memory // 2:
-                raise ValueError(f"buckets.{name}: {b.max_bits():,} bits at most need about "
-                                 f"{need / 2**30:.1f} GiB while drawn and loaded; this machine has "
-                                 f"{memory / 2**30:.0f} GiB (allowed: at most half of it)")
-            if b.max_len > self.max_len_limit:
-                raise ValueError(
-                    f"buckets.{name}.max_len={b.max_len} exceeds max_len_limit={self.max_len_limit}"
-                )
-            if b.disjoint_from is not None and b.disjoint_from not in self.buckets:
-                raise ValueError(
-                    f"buckets.{name}.disjoint_from={b.disjoint_from!r} is not a bucket "
-                    f"(allowed: {', '.join(self.buckets)})"
-                )
-        for name in self.buckets:
-            chain = [name]
-            while (nxt := self.buckets[chain[-1]].disjoint_from) is not None:
-                if nxt in chain:
-                    raise ValueError(f"buckets: disjoint_from forms a cycle: {' -> '.join([*chain, nxt])}")
-                chain.append(nxt)
-        return self
 
 
 class Training(Strict):
@@ -421,10 +255,10 @@ class Params(Strict):
         allowed = ", ".join(sorted(buckets))
         for b in self.evaluate.buckets:
             if b not in buckets:
-                raise ValueError(f"evaluate.buckets: unknown bucket {_short(b)} (allowed: {allowed})")
+                raise ValueError(f"evaluate.buckets: unknown bucket {short(b)} (allowed: {allowed})")
         for b in self.seeds.buckets:
             if b not in buckets:
-                raise ValueError(f"seeds.buckets: unknown bucket {_short(b)} (allowed: {allowed})")
+                raise ValueError(f"seeds.buckets: unknown bucket {short(b)} (allowed: {allowed})")
         if self.seeds.variants and not self.seeds.buckets:
             raise ValueError("seeds.buckets: empty, so the seeds would be judged on nothing "
                              f"(allowed: one or more of {allowed})")
@@ -436,18 +270,18 @@ class Params(Strict):
                                  f"(allowed: {', '.join(torch_parity)})")
         for name, v in self.variants.items():
             if not NAME.match(name) or len(name) > MAX_NAME:
-                raise ValueError(f"variants.{_short(name)}: a name must match [a-z][a-z0-9_]* "
+                raise ValueError(f"variants.{short(name)}: a name must match [a-z][a-z0-9_]* "
                                  f"and have at most {MAX_NAME} characters")
             for key in ("train_bucket", "val_bucket", "probe_bucket"):
                 b = resolved_training(self, name).get(key) if not isinstance(v, XorVariant) else None
                 if b is not None and b not in buckets:
                     where = (f"variants.{name}." if isinstance(v, SearchVariant) else
                              f"variants.{name}.training." if key in v.training.model_fields_set else "training.")
-                    raise ValueError(f"{where}{key}: unknown bucket {_short(b)} (allowed: {allowed})")
+                    raise ValueError(f"{where}{key}: unknown bucket {short(b)} (allowed: {allowed})")
             for b in getattr(v, "eval_buckets", None) or []:
                 if b not in buckets:
                     raise ValueError(
-                        f"variants.{name}.eval_buckets: unknown bucket {_short(b)} (allowed: {allowed})"
+                        f"variants.{name}.eval_buckets: unknown bucket {short(b)} (allowed: {allowed})"
                     )
         return self
 
@@ -508,41 +342,21 @@ def _format_error(err: dict[str, Any], raw: Any) -> str:
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent and parent.model_fields else "see params.yaml comments"
-        return f"{_cut(path)}: unknown key (allowed: {allowed})"
+        return f"{cut(path)}: unknown key (allowed: {allowed})"
     if kind == "union_tag_invalid" and loc[:2] == ["data", "buckets"]:
         got = value.get("kind") if isinstance(value, dict) else value
-        return f"{path}.kind: {_short(got)} is not a kind of bucket (allowed: {', '.join(BUCKET_KINDS)})"
+        return f"{path}.kind: {short(got)} is not a kind of bucket (allowed: {', '.join(BUCKET_KINDS)})"
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
         families = ", ".join((*PARITY_FAMILIES, "rnn_search", "xor_mlp"))
         got = value.get("family") if isinstance(value, dict) else value
-        return f"{path}.family: {_short(got)} is not a family (allowed: {families})"
+        return f"{path}.family: {short(got)} is not a family (allowed: {families})"
     msg = err["msg"]
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
         return f"{path}: {msg}" if path != "(top level)" else msg
     if kind == "finite_number":
-        return f"{path}: {_short(value)} is invalid: NaN and infinity are not allowed (give a finite number)"
-    return f"{path}: {_short(value)} is invalid: {msg}"
-
-
-def _cut(text: str, limit: int = 120) -> str:
-    """``text`` cut to about ``limit`` characters for a one-line message (a 10 MB value is not echoed)."""
-    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text):,} characters)"
-
-
-def _short(value: Any) -> str:
-    """repr of a value, cut for a one-line message."""
-    return _cut(repr(value), 60)
-
-
-def _memory_bytes() -> int:
-    """This machine's memory, or 0 where it cannot be read."""
-    import os
-
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
+        return f"{path}: {short(value)} is invalid: NaN and infinity are not allowed (give a finite number)"
+    return f"{path}: {short(value)} is invalid: {msg}"
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
@@ -588,7 +402,7 @@ class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise DuplicateKeyError(f"key {_short(key)} appears twice at line {key_node.start_mark.line + 1} "
+                raise DuplicateKeyError(f"key {short(key)} appears twice at line {key_node.start_mark.line + 1} "
                                         "(YAML would keep the last silently); keep one")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -617,7 +431,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     if unknown := [k for k in raw if k not in Params.model_fields]:  # fast, before pydantic sees 10^6 keys
-        raise ParamsError(f"{path}: {_cut(str(unknown[0]))}: unknown key "
+        raise ParamsError(f"{path}: {cut(str(unknown[0]))}: unknown key "
                           f"(allowed: {', '.join(Params.model_fields)})")
     try:
         return Params.model_validate(raw)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,16 @@ from stages.core.seeding import seed_everything
 from stages.core.stats import wilson
 
 Predict = Callable[[Any, int], np.ndarray]  # (sequences, max batch bits) -> logits (n,)
+
+
+@dataclass(frozen=True)
+class Judge:
+    """A trained model as the engine's stage module loads it."""
+
+    predict: Predict
+    model_file: Path
+    # the model as a models.prefix_tree.Stepper, for the exhaustive bucket (None: judge it like the others)
+    stepper: Any = None
 HEADLINE = ("accuracy", "loss")  # DVC metrics
 DETAIL = ("n", "ci95_low", "ci95_high", "confusion")  # artifacts/detail/
 
@@ -82,15 +93,34 @@ def held_out_sets(params: Params, variant: str) -> dict[str, Any]:
             for b in eval_buckets(params, variant)}
 
 
-def evaluate(params: Params, variant: str, sets: dict[str, Any], predict: Predict, model_file: Path) -> None:
-    """Judge ``predict`` on every set, write the metrics and the by-length plot, log to MLflow."""
+def whole_tree(bucket: Any, seqs: Any) -> int | None:
+    """max_len when ``seqs`` is the whole exhaustive bucket in its written order (every sequence of
+    length 1..max_len, by length, then binary counting), so the prefix tree can judge it; else None."""
+    if getattr(bucket, "kind", None) != "exhaustive" or len(seqs) != 2 ** (bucket.max_len + 1) - 2:
+        return None
+    expected = np.repeat(np.arange(1, bucket.max_len + 1), 2 ** np.arange(1, bucket.max_len + 1))
+    return bucket.max_len if np.array_equal(seqs.lengths, expected) else None
+
+
+def logits_of(judge: Judge, bucket: Any, seqs: Any, max_batch_bits: int) -> tuple[np.ndarray, str]:
+    """The model's logits on ``seqs`` and how they were computed (said in the console line)."""
+    max_len = whole_tree(bucket, seqs) if judge.stepper is not None else None
+    if max_len is None:
+        return judge.predict(seqs, max_batch_bits), ""
+    from models.prefix_tree import all_sequences_logits
+
+    return all_sequences_logits(judge.stepper, max_len), ", by prefix tree"
+
+
+def evaluate(params: Params, variant: str, sets: dict[str, Any], judge: Judge) -> None:
+    """Judge the model on every set, write the metrics and the by-length plot, log to MLflow."""
     seed_everything(params.seed, params.threads)
     metrics: dict[str, dict[str, Any]] = {k: {} for k in (*HEADLINE, *DETAIL)}
     rows: list[dict[str, Any]] = []
     timing: dict[str, float] = {}
     for name, seqs in sets.items():
         start = time.perf_counter()
-        logits = predict(seqs, params.evaluate.max_batch_bits)
+        logits, how = logits_of(judge, params.data.buckets[name], seqs, params.evaluate.max_batch_bits)
         seconds = time.perf_counter() - start
         m = bucket_metrics(logits, seqs)
         for key in metrics:
@@ -100,12 +130,12 @@ def evaluate(params: Params, variant: str, sets: dict[str, Any], predict: Predic
         timing[f"eval_seconds.{name}"] = seconds
         timing[f"eval_seqs_per_s.{name}"] = len(seqs) / max(seconds, 1e-9)
         print(f"evaluate-{variant}: {name:<12} accuracy {m['accuracy']:.4f} "
-              f"[{m['ci95_low']:.4f}, {m['ci95_high']:.4f}] n={m['n']}  ({seconds:.1f} s)", flush=True)
+              f"[{m['ci95_low']:.4f}, {m['ci95_high']:.4f}] n={m['n']}  ({seconds:.1f} s{how})", flush=True)
     rows.sort(key=lambda r: r["length"])
     files.write_json(paths.eval_metrics(variant), {k: metrics[k] for k in HEADLINE})
     files.write_json(paths.eval_detail(variant), {k: metrics[k] for k in DETAIL})
     files.write_text(paths.eval_plot(variant), files.csv_text(rows))
-    log_evaluation(variant, "parity", model_file, metrics, timing)
+    log_evaluation(variant, "parity", judge.model_file, metrics, timing)
 
 
 def log_evaluation(variant: str, problem: str, model_file: Path, metrics: dict, timing: dict) -> None:

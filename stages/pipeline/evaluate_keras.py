@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from stages import tracking
 from stages.core import paths
 from stages.core.device import configure_tensorflow_device
 from stages.core.params import Params, load_params, variant_of
-from stages.pipeline.evaluate import Predict, evaluate, held_out_sets, require_model
+from stages.pipeline.evaluate import Judge, evaluate, held_out_sets, require_model
 
 
 def load_model(params: Params, variant: str):
@@ -22,13 +20,13 @@ def load_model(params: Params, variant: str):
     return keras_lstm.load(folder, expect=expect)[0]
 
 
-def load_predictor(params: Params, variant: str, device: str = "cpu") -> tuple[Predict, Path]:
-    """The trained model as a function (sequences, max batch bits) -> logits, and its file."""
+def load_predictor(params: Params, variant: str, device: str = "cpu") -> Judge:
+    """The trained model: a function (sequences, max batch bits) -> logits, its file, its stepper."""
     from models.keras_lstm import model as keras_lstm
 
     model = load_model(params, variant)
-    return (lambda seqs, cap: keras_lstm.predict_logits(model, seqs, max_batch_bits=cap)), \
-        paths.model_dir(variant) / keras_lstm.MODEL_FILE
+    return Judge(lambda seqs, cap: keras_lstm.predict_logits(model, seqs, max_batch_bits=cap),
+                 paths.model_dir(variant) / keras_lstm.MODEL_FILE, keras_lstm.stepper(model))
 
 
 def main(variant: str, params_path: str = "params.yaml") -> None:
@@ -37,5 +35,4 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     configure_tensorflow_device(params.device)
     sets = held_out_sets(params, variant)
     tracking.check_store()
-    predict, model_file = load_predictor(params, variant)
-    evaluate(params, variant, sets, predict, model_file)
+    evaluate(params, variant, sets, load_predictor(params, variant))

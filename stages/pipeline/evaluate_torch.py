@@ -5,14 +5,13 @@ What is judged and written: stages/pipeline/evaluate.py.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from stages import tracking
 from stages.core import paths
 from stages.core.device import resolve_torch_device
 from stages.core.params import Params, SearchVariant, load_params, variant_of
-from stages.pipeline.evaluate import Predict, evaluate, held_out_sets, require_model
+from stages.pipeline.evaluate import Judge, evaluate, held_out_sets, require_model
 
 
 def model_config(v: Any) -> dict[str, Any]:
@@ -22,15 +21,16 @@ def model_config(v: Any) -> dict[str, Any]:
     return {"family": v.family, "hidden_size": v.hidden_size, "num_layers": v.num_layers, "init": v.init}
 
 
-def load_predictor(params: Params, variant: str, device: str) -> tuple[Predict, Path]:
-    """The trained model as a function (sequences, max batch bits) -> logits, and its file."""
+def load_predictor(params: Params, variant: str, device: str) -> Judge:
+    """The trained model: a function (sequences, max batch bits) -> logits, its file, its stepper."""
     from models.torch_rnn import zoo
 
     v = params.variants[variant]
     file = paths.model_dir(variant) / "model.pt"
     require_model(file, variant)
     model, _ = zoo.load(file, device=device, expect=model_config(v), name=variant)
-    return (lambda seqs, cap: zoo.predict_logits(model, seqs, device, max_batch_bits=cap)), file
+    return Judge(lambda seqs, cap: zoo.predict_logits(model, seqs, device, max_batch_bits=cap), file,
+                 zoo.stepper(model, device))
 
 
 def main(variant: str, params_path: str = "params.yaml") -> None:
@@ -43,5 +43,4 @@ def main(variant: str, params_path: str = "params.yaml") -> None:
     tracking.check_store()
     import torch  # noqa: F401  (so seed_everything sets torch's threads)
 
-    predict, model_file = load_predictor(params, variant, device)
-    evaluate(params, variant, sets, predict, model_file)
+    evaluate(params, variant, sets, load_predictor(params, variant, device))

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from stages.core.buckets import Bucket, Data
 from stages.core.data import SeqSet, load_bucket, parity, ranges, write_npz
 from stages.core.errors import UserError
 from stages.core.files import atomic_path, sha256_file, write_json
-from stages.core.params import Bucket, Data, load_params
+from stages.core.params import load_params
 from stages.core.paths import XOR_GATE
 from stages.pipeline import structured
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.core.params import DensityBucket, ExhaustiveBucket, NeedleBucket, PeriodicBucket, RunsBucket
+from stages.core.buckets import DensityBucket, ExhaustiveBucket, NeedleBucket, PeriodicBucket, RunsBucket
 
 Drawn = tuple[np.ndarray, np.ndarray]
 
