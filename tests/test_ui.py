@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import generate_data
-from stages.core.params import XorVariant, load_params
+from stages.core.params import XorVariant, eval_buckets, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ("artifacts/certify", "artifacts/metrics", "artifacts/plots", "artifacts/report", "artifacts/train")
@@ -104,3 +104,27 @@ def test_ui_screenshot_shows_the_held_out_columns(synced: Path, tmp_path: Path) 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "viewStateShareKey=held-out" in proc.stdout
     assert out.read_bytes().startswith(b"\x89PNG") and out.stat().st_size > 50_000
+
+
+def test_shared_view_has_a_column_per_held_out_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stages ui` writes the view the URL names: result runs, one accuracy column per bucket a
+    parity variant is judged on (none for an XOR variant), in params order."""
+    from mlflow import MlflowClient
+
+    from stages.commands import ui
+    from stages.tracking import store
+
+    params = load_params(ROOT / "tests/params_report.yaml")
+    buckets = ui.held_out_buckets(params)
+    judged = {b for n, v in params.variants.items() if not isinstance(v, XorVariant) for b in eval_buckets(params, n)}
+    assert set(buckets) == judged and len(buckets) == len(judged)
+    assert buckets[: len(params.evaluate.buckets)] == [b for b in params.evaluate.buckets if b in judged]
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert ui.share_view(params) is None  # nothing synced yet: no parity experiment
+    exp_id = store.experiment_id("parity")
+    assert ui.share_view(params) == f"/#/experiments/{exp_id}/runs?viewStateShareKey=held-out"
+    view = json.loads(MlflowClient(uri).get_experiment(exp_id).tags["mlflow.sharedViewState.held-out"])
+    assert view["selectedColumns"] == [f"metrics.`eval/accuracy.{b}`" for b in buckets] == view["columnOrder"]
+    assert view["searchFilter"] == "tags.`paritylab.kind` = 'result'"

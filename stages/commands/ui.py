@@ -71,7 +71,8 @@ def main(params_path: str = "params.yaml", host: str = "127.0.0.1", port: int = 
     base = uri.rstrip("/") if served else f"http://{host}:{port}"
     click.echo(f"parity variants, held-out accuracy: {base}{path}" if path
                else "no parity runs yet: run `make repro` first")
-    click.echo("(if the UI opens on its GenAI views, switch to 'Model training' at the top left)")
+    click.echo("(if the UI opens on its GenAI views, pick 'Model training' in the switch at the top left,"
+               " or open this URL again)")
     if served:
         return
     sys.stdout.flush()  # exec drops what is still buffered
