@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-all lint bench check ui clean
+.PHONY: help setup repro test test-all lint bench check ui ui-shot clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -48,10 +48,11 @@ check: $(STAMP) ## Regression gate against the committed metrics
 bench: $(STAMP) ## Benchmark; writes bench/results.json
 	$(BIN)/python bench/run.py
 
-ui: $(STAMP) ## Open the MLflow UI on the local store (127.0.0.1:5000); prints the parity runs' URL
-	@$(BIN)/python -c "import sqlite3; row = sqlite3.connect('mlflow.db').execute(\"select experiment_id from experiments where name = 'parity'\").fetchone(); print('parity runs: http://127.0.0.1:5000/#/experiments/%s/runs' % row[0] if row else 'no parity runs yet: run make repro first')" 2>/dev/null || true
-	@echo "(if the UI opens on its GenAI views, switch to 'Model training', then 'Training runs')"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+ui: $(STAMP) ## Open the MLflow UI on the local store (127.0.0.1:5000); prints the URL comparing the variants
+	$(BIN)/python -m stages ui
+
+ui-shot: $(STAMP) ## Screenshot that page in headless Chromium (needs chromium); writes ui_runs.png
+	$(BIN)/python scripts/ui_screenshot.py --out ui_runs.png
 
 clean: ## Remove the venv (outputs stay; dvc owns them)
 	rm -rf $(VENV)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # MLflow on PostgreSQL, for real: a throwaway PostgreSQL cluster and `mlflow server` on
-# 127.0.0.1, the smoke sweep logged through the server, and the runs checked through it.
+# 127.0.0.1, the smoke sweep logged through the server, and the runs checked through it;
+# then `stages sync` of the committed results through the server, and a REST runs/search on
+# held-out accuracy that must give exactly the variants the committed metrics files say.
 #
 #   .ci/mlflow_postgres.sh [SWEEP.yaml]        # default sweeps/smoke.yaml; about 2 minutes
 #
@@ -142,6 +144,37 @@ for p in parents:
                                       dst_path=tmp, tracking_uri=uri)).read_text()
     assert got == (sweep.output_dir / "results.csv").read_text(), "results.csv differs on the server"
 print(f"mlflow_postgres: server has {len(parents)} parent and {len(children)} child runs, all FINISHED")
+EOF
+)
+# --- the committed results synced through the server, and the REST search a user makes ---
+cp dvc.lock "$WORK/"
+mkdir -p "$WORK/artifacts"
+for d in certify metrics plots report train; do cp -r "artifacts/$d" "$WORK/artifacts/"; done
+SYNCED=$(cd "$WORK" && MLFLOW_TRACKING_URI=$URI PYTHONPATH=$ROOT "$PY" -m stages sync)
+echo "$SYNCED" | tail -n 1
+if echo "$SYNCED" | grep -q skipped; then say "sync skipped variants:"; echo "$SYNCED"; exit 1; fi
+(cd "$WORK" && PYTHONPATH=$ROOT "$PY" - "$URI" <<'EOF'
+import json, sys, urllib.request
+from pathlib import Path
+
+from stages.core.params import XorVariant, load_params
+
+uri = sys.argv[1]
+params = load_params("params.yaml")
+parity = [n for n, v in params.variants.items() if not isinstance(v, XorVariant)]
+scores = {n: json.loads(Path(f"artifacts/metrics/{n}.json").read_text())["accuracy"] for n in parity}
+expected = sorted(n for n, acc in scores.items() if acc.get("len_50_100") == 1.0)
+with urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=parity") as resp:
+    exp_id = json.load(resp)["experiment"]["experiment_id"]
+body = {"experiment_ids": [exp_id], "max_results": 1000,
+        "filter": "metrics.`eval/accuracy.len_50_100` = 1.0 and tags.`paritylab.kind` = 'result'"}
+req = urllib.request.Request(f"{uri}/api/2.0/mlflow/runs/search", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+with urllib.request.urlopen(req) as resp:
+    runs = json.load(resp).get("runs", [])
+got = sorted({t["key"]: t["value"] for t in r["data"]["tags"]}["paritylab.variant"] for r in runs)
+assert expected and got == expected, f"REST search for len_50_100 = 1.0 gave {got}; the metrics files say {expected}"
+print(f"mlflow_postgres: REST search for len_50_100 = 1.0 gives the {len(got)} variants the metrics files say")
 EOF
 )
 RUNS=$("$PGBIN/psql" -h "$HOST" -p "$PGPORT" -U mlflow -d mlflow -tAc "select count(*) from runs")

@@ -179,6 +179,15 @@ def sync(params_path: str) -> None:
 
 
 @cli.command()
+@PARAMS
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the UI listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Its port.")
+def ui(params_path: str, host: str, port: int) -> None:
+    """The MLflow UI on the local store; prints the URL of the variants' held-out accuracy (`make ui`)."""
+    _run("commands.ui", params_path=params_path, host=host, port=port)
+
+
+@cli.command()
 @click.option("--check", is_flag=True, help="Only say whether dvc.yaml is up to date (exit 1 if not).")
 @PARAMS
 def dag(check: bool, params_path: str) -> None:

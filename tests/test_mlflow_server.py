@@ -2,7 +2,8 @@
 
 Runs .ci/mlflow_postgres.sh: a throwaway PostgreSQL cluster and `mlflow server` on
 127.0.0.1, the smoke sweep logged through the server, the runs checked through
-MlflowClient and in PostgreSQL's own tables; everything it started is stopped on exit.
+MlflowClient and in PostgreSQL's own tables, the committed results synced through it and
+searched over REST; everything it started is stopped on exit.
 """
 
 from __future__ import annotations
@@ -39,4 +40,5 @@ def test_smoke_sweep_through_mlflow_server_on_postgres() -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert re.search(r"server has 1 parent and [1-9][0-9]* child runs, all FINISHED", out), out[-3000:]
+    assert re.search(r"REST search for len_50_100 = 1.0 gives the [1-9][0-9]* variants the metrics files say", out)
     assert "mlflow_postgres: OK" in out and "cleaned up (passed)" in out

@@ -147,6 +147,44 @@ def test_changed_result_gets_a_new_run_and_the_old_one_stays(ws: Path) -> None:
     assert runs[second].data.metrics["eval/accuracy.len_200"] == 1.0
 
 
+def contexts(uri: str, run_id: str) -> dict[str, str]:
+    """A run's datasets: name -> context."""
+    from mlflow import MlflowClient
+
+    inputs = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
+    return {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in inputs}
+
+
+def test_stage_runs_log_their_buckets_in_the_result_runs_roles(ws: Path) -> None:
+    """train logs what it trains and validates on, evaluate (which names no buckets) adds the
+    held-out ones to the same run, seeds logs its own: each bucket in the result run's role."""
+    import mlflow
+
+    from stages import tracking
+
+    for b in BUCKETS:
+        write(ws / f"data/{b}.npz", f"bytes of {b}")
+    doc, uri = yaml.safe_load((ws / "params.yaml").read_text()), f"sqlite:///{ws / 'mlflow.db'}"
+    read = {b: "0" * 64 for b in ("train", "val", "len_50_100")}  # the probe is a part of len_50_100
+    with tracking.tracked_run("parity", VARIANT, f"train-{VARIANT}", {}, data_hashes=read, params_doc=doc) as run_id:
+        pass
+    assert contexts(uri, run_id) == {"train": "training", "val": "validation", "len_50_100": "evaluation"}
+    with tracking.tracked_run("parity", VARIANT, f"evaluate-{VARIANT}", {}, data_hashes={}, params_doc=doc,
+                              resume_run_id=run_id):
+        pass
+    with tracking.tracked_run("parity", f"seeds-{VARIANT}", f"seeds-{VARIANT}", {}, data_hashes=read,
+                              params_doc=doc) as seeds_id:
+        pass
+    (result_id,) = sync.main()
+    roles = contexts(uri, result_id)
+    assert roles == {"train": "training", "val": "validation", "len_50_100": "evaluation", "len_200": "evaluation"}
+    assert contexts(uri, run_id) == roles and contexts(uri, seeds_id) == {b: roles[b] for b in read}
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    source = mlflow.data.get_source(next(i for i in run.inputs.dataset_inputs if i.dataset.name == "len_200"))
+    assert source.path == "data/len_200.npz" and source.sha256 == hashlib.sha256(b"len_200").hexdigest()
+    assert source.md5 == hashlib.md5(b"bytes of len_200").hexdigest()
+
+
 @pytest.mark.parametrize("edit", ["params", "output", "stage"])
 def test_variant_not_reproduced_is_skipped(ws: Path, edit: str, capsys: pytest.CaptureFixture) -> None:
     """dvc.lock behind params.yaml, an output edited by hand, a stage never run: nothing recorded."""

@@ -27,7 +27,8 @@ import yaml
 from stages.core import paths
 from stages.core.errors import UserError
 from stages.core.params import Params, SearchVariant, XorVariant, eval_buckets, load_params, resolved_training
-from stages.tracking.results import DataRef, Result, record_missing
+from stages.tracking.inputs import DataRef, data_refs, data_roles
+from stages.tracking.results import Result, record_missing
 
 KEY_VERSION = 1  # part of every key: raise it when result runs hold more, to record all anew
 REPORT_PNGS = {"parity": ("accuracy_vs_length.png", "training_curves.png"), "xor-gate": ("xor_epochs.png",)}
@@ -160,31 +161,10 @@ def parts(params: Params, name: str) -> tuple[list[tuple[Path, str]], list[tuple
     return summaries, curves, others
 
 
-def data_roles(params: Params, name: str) -> dict[str, str]:
-    """Bucket -> MLflow context: ``training``, ``evaluation`` (held out) or ``validation``."""
-    if isinstance(params.variants[name], XorVariant):
-        return {paths.XOR_GATE: "training"}
-    t = resolved_training(params, name)
-    held_out = [*eval_buckets(params, name), *(params.seeds.buckets if name in params.seeds.variants else [])]
-    roles: dict[str, str] = {}
-    for context, buckets in (("training", [t["train_bucket"]]), ("evaluation", held_out),
-                             ("validation", [t["val_bucket"], t.get("probe_bucket")])):
-        for b in buckets:
-            if b:
-                roles.setdefault(b, context)
-    return roles
-
-
 def datasets(params: Params, name: str, entries: Entries) -> list[DataRef]:
     """The variant's datasets, each with its manifest's sha256 and DVC's md5 from dvc.lock."""
     md5 = {p: h for e in entries.values() for p, h in e["deps"].items()}
-    refs = []
-    for bucket, context in data_roles(params, name).items():
-        meta = json.loads(paths.bucket_meta(bucket).read_text(encoding="utf-8"))
-        path = str(paths.bucket_file(bucket))
-        profile = {k: meta[k] for k in ("count", "total_bits", "positive_ratio", "bucket") if k in meta}
-        refs.append(DataRef(bucket, path, meta["sha256"], md5.get(path), context, profile))
-    return refs
+    return data_refs(data_roles(params, name), md5)
 
 
 def settings(params: Params, name: str) -> dict[str, Any]:

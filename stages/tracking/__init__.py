@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -82,7 +83,9 @@ def tracked_run(
     problem: ``parity`` or ``xor-gate`` (the experiment). stage: ``train``/``evaluate``,
     or the DVC stage name ``train-VARIANT``. params: the resolved settings (nested; logged
     flattened with dots). data_hashes: bucket -> sha256 of every data file read, tagged
-    ``data.sha256.<bucket>``. params_doc: the whole params document, saved as
+    ``data.sha256.<bucket>`` and logged as the run's MLflow datasets with their role
+    (stages/tracking/inputs.py; the evaluate stage passes none: its held-out buckets are
+    logged). params_doc: the whole params document, saved as
     ``params.json`` for `rerun`; by default the file given to the stage's ``--params``
     (``params.yaml``) as read now; pass ``params.model_dump(mode="json")`` to be exact.
     family: tag ``paritylab.family`` (default: ``model.family``/``variant.family`` in params).
@@ -103,16 +106,33 @@ def tracked_run(
     prov = provenance_tags(dvc_stage)
     data_tags = {f"data.sha256.{b}": h for b, h in data_hashes.items()}
     values = _param_values(params)
+    doc = params_doc if params_doc is not None else params_doc_from_argv()
     if resume_run_id is None:
         family = family or next((values[k] for k in ("model.family", "variant.family", "family") if k in values), "")
         run_id = _new_run(problem, variant, family, prov | data_tags, values)
-        doc = params_doc if params_doc is not None else params_doc_from_argv()
         if doc is not None:
             retry(mlflow.log_dict, dict(doc), "params.json", run_id=run_id)
     else:
         run_id = _resume_run(resume_run_id, short, prov, data_tags, values)
     with ending_run():
+        _log_datasets(run_id, doc, dvc_stage, variant, data_hashes, prov["git.commit"])
         yield run_id
+
+
+def _log_datasets(run_id: str, doc: Mapping[str, Any] | None, stage: str, variant: str,
+                  data_hashes: Mapping[str, str], rev: str) -> None:
+    """The stage's buckets as the run's MLflow dataset inputs (stages/tracking/inputs.py says
+    which and in what role); a line on stderr when they cannot be told."""
+    from stages.tracking.inputs import stage_refs
+
+    refs = stage_refs(doc, stage, variant, data_hashes)
+    if isinstance(refs, str):
+        print(f"tracking: {stage}: no datasets logged: {refs}", file=sys.stderr, flush=True)
+        return
+    from stages.tracking.datasets import log_inputs
+    from stages.tracking.provenance import git_remote
+
+    log_inputs(run_id, refs, None if rev == "none" else rev, git_remote() or str(repo_root()))
 
 
 @contextmanager

@@ -13,15 +13,18 @@ Importing this module imports mlflow (the tracking package imports it on first u
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
+from mlflow import MlflowClient
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from stages.tracking.results import DataRef
+from stages.tracking.inputs import DataRef
+from stages.tracking.store import retry
 
 DIGEST_CHARS = 32  # of the sha256's 64 hex digits; MLflow stores at most 36
 
@@ -86,3 +89,10 @@ def dataset_input(ref: DataRef, rev: str | None, repo: str | None) -> DatasetInp
     source = DvcDatasetSource(ref.path, rev, ref.md5, ref.sha256, repo)
     ds = _Dataset(source, ref.name, ref.sha256[:DIGEST_CHARS], ref.profile)
     return DatasetInput(dataset=ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, ref.context)])
+
+
+def log_inputs(run_id: str, refs: Iterable[DataRef], rev: str | None, repo: str | None) -> None:
+    """Log ``refs`` as the run's dataset inputs, their sources at git commit ``rev`` of ``repo``."""
+    inputs = [dataset_input(ref, rev, repo) for ref in refs]
+    if inputs:
+        retry(MlflowClient().log_inputs, run_id, datasets=inputs)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.tracking import P, ending_run, log_artifact, log_history, log_params, log_summary
+from stages.tracking.inputs import DataRef
 from stages.tracking.provenance import git_commit, git_remote, provenance_tags, repo_root
 from stages.tracking.store import (
     PROBLEMS,
@@ -37,18 +38,6 @@ from stages.tracking.store import (
 
 KEY_TAG = P + "sync_key"  # what identifies the result (stages/commands/sync.py: result_key)
 KIND_TAG = (P + "kind", "result")  # filter the runs table with tags.paritylab.kind = 'result'
-
-
-@dataclass(frozen=True)
-class DataRef:
-    """One dataset a result was computed from, and in what role."""
-
-    name: str  # the bucket: ``len_200``
-    path: str  # ``data/len_200.npz``
-    sha256: str  # from its manifest entry ``data/len_200.json``
-    md5: str | None  # DVC's hash of the file in dvc.lock (its cache key)
-    context: str  # ``training``, ``validation`` or ``evaluation``
-    profile: dict[str, Any]  # counts and lengths from the manifest entry
 
 
 @dataclass
@@ -103,7 +92,7 @@ def record(result: Result, rev: str | None, repo: str | None, tags: dict[str, st
     """
     import mlflow
 
-    from stages.tracking.datasets import dataset_input
+    from stages.tracking.datasets import log_inputs
 
     run = retry(mlflow.start_run, experiment_id=experiment_id(result.problem), run_name=result.variant,
                 tags=tags | _tags(result, rev))
@@ -116,8 +105,7 @@ def record(result: Result, rev: str | None, repo: str | None, tags: dict[str, st
             log_history(read_csv(path), prefix, step)
         for path in result.artifacts:
             log_artifact(path, path.parent.as_posix())
-        inputs = [dataset_input(d, rev, repo) for d in result.data]
-        retry(mlflow.MlflowClient().log_inputs, run_id, datasets=inputs)
+        log_inputs(run_id, result.data, rev, repo)
     return run_id
 
 
