@@ -112,7 +112,7 @@ from stages.pipeline.generate import dataset_names, generate
 data = load_params("params.yaml").data
 for name in dataset_names(data):  # what the generate-NAME stages write
     generate(name, data, Path("data"))' 2>/dev/null)
-(cd "$WORK" && MLFLOW_TRACKING_URI=$URI PYTHONPATH=$ROOT timeout -s INT -k 30 300 "$PY" -m stages sweep "sweeps/$NAME")
+(cd "$WORK" && MLFLOW_TRACKING_URI=$URI PYTHONPATH=$ROOT timeout -s INT -k 30 900 "$PY" -m stages sweep "sweeps/$NAME")
 
 # --- check the runs through the server, and that they live in PostgreSQL ---
 (cd "$WORK" && PYTHONPATH=$ROOT "$PY" - "$URI" "sweeps/$NAME" <<'EOF'
