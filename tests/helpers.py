@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +31,13 @@ def seqset(seqs: list[np.ndarray], name: str = "toy") -> SeqSet:
     """A SeqSet of the given 0/1 arrays (labels: their parity)."""
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)
     return SeqSet.from_stream(name, lengths, np.concatenate(seqs) if seqs else np.zeros(0, np.uint8))
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root`` but the MLflow store's (which a
+    refusal may open) and bytecode caches: equal before and after means nothing was touched."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "mlflow" not in p.name and "__pycache__" not in p.parts
+    }

@@ -15,6 +15,7 @@ import random
 import sqlite3
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -332,6 +333,16 @@ def probe_sqlite(db: Path) -> None:
         raise UserError(f"MLflow store {db} cannot be written: {text}") from None
     finally:
         con.close()
+    # SQLite writes through existing -wal/-shm files in a read-only folder; MLflow then fails
+    # when it makes the run's artifact folder. Make (and drop) a file where those folders go.
+    art = db.resolve().parent / "mlartifacts"
+    where = art if art.is_dir() else art.parent
+    try:
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as e:
+        raise UserError(f"MLflow store {db} is read-only: no file can be made in {where} ({e.strerror}; "
+                        f"{_modes(db)}); make it writable (chmod u+w {where}) or set MLFLOW_TRACKING_URI "
+                        "to a store you can write") from None
 
 
 def check_store() -> str:
