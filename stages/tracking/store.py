@@ -9,6 +9,7 @@ A store that cannot be written (read-only, locked by another process, damaged) i
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import random
@@ -113,6 +114,7 @@ def ensure_store(uri: str) -> None:
     """
     import mlflow
 
+    logging.getLogger("mlflow.store.db.utils").addFilter(_quiet_locks)  # once: addFilter skips a repeat
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)
     if uri in _ready:
@@ -130,6 +132,12 @@ def ensure_store(uri: str) -> None:
             mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates/migrates schema
             relocate_artifacts(db)
     _ready.add(uri)
+
+
+def _quiet_locks(record: logging.LogRecord) -> bool:
+    """A logging filter: drop MLflow's error log (a traceback of ~40 lines) of a "database is
+    locked" failure; retry() retries it and, if the lock outlasts the wait, says so in one line."""
+    return not any(s in record.getMessage() for s in _LOCKED)
 
 
 def finished_tag_values(tag: str, uri: str | None = None) -> set[str] | None:
@@ -211,8 +219,6 @@ def reap_dead_runs(uri: str) -> int:
 @contextmanager
 def _quiet_migrations() -> Iterator[None]:
     """Keep MLflow's "Creating initial MLflow database tables..." INFO lines off stderr."""
-    import logging
-
     loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
