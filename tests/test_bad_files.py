@@ -285,6 +285,29 @@ def test_limit_past_the_largest_integer_prints_every_row(ws: Path) -> None:
     assert result.stdout.count("\n") == 1 + 200  # the header and every sequence of val
 
 
+@pytest.mark.parametrize("key", ["clip_grad_norm", "probe_bucket", "curriculum_start"])
+def test_null_in_a_variant_training_block_means_null(key: str) -> None:
+    """Issue 23: `training: {clip_grad_norm: null}` in a variant was dropped, so the default (1.0) trained."""
+    from stages.core.params import Params, resolved_training
+
+    params = yaml.safe_load(SMALL.read_text())
+    params["training"].update(clip_grad_norm=1.0, probe_bucket="len_50_100", curriculum_start=2)
+    params["variants"]["lstm"]["training"] = {key: None}
+    assert resolved_training(Params.model_validate(params), "lstm")[key] is None
+    assert resolved_training(Params.model_validate(params), "gru")[key] is not None  # the others keep theirs
+
+
+def test_rerun_of_a_failed_run(ws: Path) -> None:
+    """Issue 23: `rerun` of a FAILED run retrained and reported "not reproduced"."""
+    from stages import tracking
+
+    tracking.check_store()
+    with (pytest.raises(RuntimeError),
+          tracking.tracked_run("parity", "lstm", "train", {"seed": 0}, data_hashes={}) as run_id):
+        raise RuntimeError("training blew up")
+    refused(ws, ["rerun", run_id], [f"run {run_id} ended FAILED", "allowed: FINISHED runs"])
+
+
 # -- Still failing: each a strict xfail, so the day it is fixed the suite says so ---------------------
 
 def _mutated(root: Path, mutate) -> None:
@@ -334,5 +357,5 @@ def test_a_huge_params_file_is_refused_at_once(ws: Path) -> None:
 def test_past_eighty_cases() -> None:
     import test_bad_input
 
-    here = len(DAMAGED) + 11  # the other cases above (not the xfails), counted by hand
+    here = len(DAMAGED) + 16  # the other cases above (not the xfails), counted by hand
     assert len(test_bad_input.CASES) + here > 80
