@@ -224,9 +224,9 @@ def test_bad_store_wait(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 BIG = {"count": 40, "min_len": 1_000_000, "max_len": 1_000_000}  # a 5 MB data/big.npz
 
 
-def _old_big(root: Path) -> None:
+def _old_big(root: Path, bucket: dict = BIG) -> None:
     params = yaml.safe_load(SMALL.read_text())
-    params["data"]["buckets"]["big"] = BIG
+    params["data"]["buckets"]["big"] = bucket
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "data").mkdir(exist_ok=True)
     (root / "data" / "big.npz").write_bytes(b"the old big.npz")
@@ -275,6 +275,22 @@ def test_file_size_limit_during_generate(tmp_path: Path) -> None:
     refused_in_a_process(tmp_path, ["generate", "big"], ["error: data/big.npz: File too large (EFBIG)", "ulimit -f"],
                          preexec=_one_megabyte_files)
     _no_temporaries(tmp_path)
+
+
+def test_ctrl_c_during_generate_exits_130_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """Issue 23: SIGINT exited 1. (SIGTERM, 143: tests/test_files.py.)"""
+    _old_big(tmp_path, BIG | {"count": 400})  # 50 MB: time to be interrupted
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages", "generate", "big"], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("data/.big.npz.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.001)  # until it writes its output
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "stopped (Ctrl-C)", (proc.returncode, err)
+    _no_temporaries(tmp_path)
+    assert (tmp_path / "data" / "big.npz").read_bytes() == b"the old big.npz"
 
 
 # -- Values the command line cannot use -------------------------------------------------------------
@@ -357,5 +373,5 @@ def test_a_huge_params_file_is_refused_at_once(ws: Path) -> None:
 def test_past_eighty_cases() -> None:
     import test_bad_input
 
-    here = len(DAMAGED) + 16  # the other cases above (not the xfails), counted by hand
+    here = len(DAMAGED) + 17  # the other cases above (not the xfails), counted by hand
     assert len(test_bad_input.CASES) + here > 80
