@@ -31,9 +31,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 # each, 48 stages); a batch pipeline does without. MLFLOW_DISABLE_TELEMETRY=false turns it on.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+# A params file is about 10 kB. One past this is some other file (or a generated blow-up), and
+# YAML reads about 15,000 keys a second here (a million unknown keys took a minute to refuse).
+MAX_PARAMS_BYTES = 1 << 20
+
+
+def _small_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse a params file past MAX_PARAMS_BYTES unread (a missing one: load_params says so)."""
+    try:
+        size = os.path.getsize(value)
+    except OSError:
+        return value
+    if size > MAX_PARAMS_BYTES:
+        raise click.BadParameter(f"{value} is {size / 2**20:.1f} MiB; a params file is a few kB "
+                                 f"(at most {MAX_PARAMS_BYTES >> 20} MiB): is it the right file?")
+    return value
+
+
 PARAMS = click.option(
     "--params", "params_path", default="params.yaml", show_default=True,
-    type=click.Path(dir_okay=False), help="Parameters file.",
+    type=click.Path(dir_okay=False), callback=_small_file, help="Parameters file.",
 )
 
 

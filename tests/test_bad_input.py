@@ -112,7 +112,8 @@ CASES = [
     ("top_level_bucket_path", _set("training.train_bucket", "nope"), ["train", "lstm"], None,
      ["training.train_bucket: unknown bucket 'nope'"]),
     ("huge_value_is_cut", _set("device", "x" * 10_000_000), ["train", "lstm"], None, ["device", "characters"]),
-    ("many_unknown_keys", "MANY_KEYS", ["train", "lstm"], None, ["unknown key", "allowed"]),
+    ("many_unknown_keys", "MANY_KEYS", ["train", "lstm"], None, ["--params", "params.yaml is 10.4 MiB", "at most 1 MiB"]),
+    ("hundred_unknown_keys", "HUNDRED_KEYS", ["train", "lstm"], None, ["k0: unknown key", "allowed: seed, device"]),
     ("duplicate_key", "DUPLICATE", ["train", "lstm"], None, ["key 'seed' appears twice", "line"]),
     ("duplicate_variant", "DUPLICATE_VARIANT", ["train", "lstm"], None, ["key 'lstm' appears twice"]),
     ("not_utf8", "LATIN1", ["train", "lstm"], None, ["not UTF-8", "0xe9", "line 1"]),
@@ -158,6 +159,8 @@ def test_bad_input(scratch: Path, mutation, args, stdin, words, monkeypatch: pyt
         params.unlink()
     elif mutation == "MANY_KEYS":  # a million unknown keys: refused at once, not after a minute
         params.write_text("".join(f"k{i}: 1\n" for i in range(1_000_000)))
+    elif mutation == "HUNDRED_KEYS":  # a file of a plausible size: read, and the first unknown key named
+        params.write_text("".join(f"k{i}: 1\n" for i in range(100)))
     elif mutation == "LATIN1":
         params.write_bytes("# caf\u00e9\n".encode("latin-1") + params.read_bytes())
     elif mutation in RAW:
