@@ -172,16 +172,24 @@ class _UsageLine(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+# No command at all: click shows the help (as a usage error), which stays as it is.
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Cli(click.Group):
     def make_context(self, *args, **kwargs) -> click.Context:
         try:
             return super().make_context(*args, **kwargs)
+        except _HELP:
+            raise
         except click.UsageError as e:
             raise _UsageLine(e) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except _HELP:
+            raise
         except click.UsageError as e:  # a subcommand's arguments and options
             raise _UsageLine(e) from None
 

@@ -295,6 +295,12 @@ def test_ctrl_c_during_generate_exits_130_and_leaves_no_temporary(tmp_path: Path
 
 # -- Values the command line cannot use -------------------------------------------------------------
 
+def test_no_command_shows_the_help_whole() -> None:
+    """Not squeezed into one line like a bad command line: there is nothing wrong to name."""
+    result = CliRunner().invoke(cli, [], prog_name="python -m stages")
+    assert "Commands:" in result.output and "\n  train " in result.output
+
+
 def test_limit_past_the_largest_integer_prints_every_row(ws: Path) -> None:
     result = CliRunner().invoke(cli, ["data", "val", "--limit", str(10**30)], prog_name="python -m stages")
     assert result.exit_code == 0, result.output
