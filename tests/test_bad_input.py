@@ -111,7 +111,8 @@ CASES = [
      ["variants.manual", "num_layers=2", "allowed: 1"]),
     ("top_level_bucket_path", _set("training.train_bucket", "nope"), ["train", "lstm"], None,
      ["training.train_bucket: unknown bucket 'nope'"]),
-    ("huge_value_is_cut", _set("device", "x" * 10_000_000), ["train", "lstm"], None, ["device", "characters"]),
+    ("huge_value_is_cut", _set("device", "x" * 1_000_000), ["train", "lstm"], None, ["device", "characters"]),
+    ("ten_mb_value", _set("device", "x" * 10_000_000), ["train", "lstm"], None, ["params.yaml is 9.5 MiB"]),
     ("many_unknown_keys", "MANY_KEYS", ["train", "lstm"], None, ["--params", "params.yaml is 10.4 MiB", "at most 1 MiB"]),
     ("hundred_unknown_keys", "HUNDRED_KEYS", ["train", "lstm"], None, ["k0: unknown key", "allowed: seed, device"]),
     ("duplicate_key", "DUPLICATE", ["train", "lstm"], None, ["key 'seed' appears twice", "line"]),
@@ -182,6 +183,7 @@ def test_bad_input(scratch: Path, mutation, args, stdin, words, monkeypatch: pyt
     assert len(lines) == 1, result.stderr  # one line, no traceback
     for word in words:
         assert word in lines[0], lines[0]
+    assert len(lines[0]) < 1000, lines[0][:1000]  # a long value is shortened, not echoed
     assert tree_hashes(scratch) == before
 
 
