@@ -7,12 +7,15 @@ per stage and engine); the other commands in stages/commands/ and stages/sweep/.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 import signal
 import sys
 from importlib import import_module
 from importlib.util import find_spec
+from pathlib import Path
 
 # Run by an interpreter without the project's packages (`python` outside the venv, say): one
 # line that says so, not a traceback from deep inside a stage. find_spec imports nothing.
@@ -28,9 +31,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 # each, 48 stages); a batch pipeline does without. MLFLOW_DISABLE_TELEMETRY=false turns it on.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+# A params file is about 10 kB. One past this is some other file (or a generated blow-up), and
+# YAML reads about 15,000 keys a second here (a million unknown keys took a minute to refuse).
+MAX_PARAMS_BYTES = 1 << 20
+
+
+def _small_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse a params file past MAX_PARAMS_BYTES unread (a missing one: load_params says so)."""
+    try:
+        size = os.path.getsize(value)
+    except OSError:
+        return value
+    if size > MAX_PARAMS_BYTES:
+        raise click.BadParameter(f"{value} is {size / 2**20:.1f} MiB; a params file is a few kB "
+                                 f"(at most {MAX_PARAMS_BYTES >> 20} MiB): is it the right file?")
+    return value
+
+
 PARAMS = click.option(
     "--params", "params_path", default="params.yaml", show_default=True,
-    type=click.Path(dir_okay=False), help="Parameters file.",
+    type=click.Path(dir_okay=False), callback=_small_file, help="Parameters file.",
 )
 
 
@@ -43,9 +63,45 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated(f"signal {signum}")
 
 
+# A disk that cannot take an output: what to do about each. Seen as one line, not a traceback.
+_DISK = {
+    errno.ENOSPC: "free space on that disk",
+    errno.EDQUOT: "free space or ask for a larger quota",
+    errno.EROFS: "work in a copy on a writable disk",
+    errno.EFBIG: "raise the file size limit (`ulimit -f`) or write to another disk",
+    errno.EACCES: "give yourself access to it and its folder",
+    errno.EPERM: "give yourself access to it and its folder",
+}
+_TMP = re.compile(r"\.(?P<name>.+)\.tmp-.*")  # stages.core.files.atomic_path's temporaries: .NAME.tmp-XXXX[.suffix]
+
+
+def _output_of(e: OSError) -> str:
+    """The output being written when ``e`` was raised, else its file name, else "an output".
+
+    A failed write() or close() names no file, but every output is written to a temporary of
+    atomic_path (.NAME.tmp-*, removed on failure, the old output kept): the innermost frame that
+    holds such a path says which output it was (core/files.py stays as it is: editing it would
+    rerun the whole pipeline).
+    """
+    frames, tb = [], e.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    values = [e.filename] + [v for f in reversed(frames) for v in f.f_locals.values()]
+    for value in values:
+        if isinstance(value, str | os.PathLike):
+            parts = Path(value).parts
+            for i, part in enumerate(parts):
+                if m := _TMP.fullmatch(part):
+                    out = Path(*parts[:i], m["name"], *parts[i + 1:])
+                    return str(out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out)
+    return str(e.filename) if e.filename else "an output"
+
+
 def _run(module: str, func: str = "main", /, **kwargs):
-    """Call stages.<module>.<func>; turn a user error into one line on stderr and exit 2, and
-    SIGINT / SIGTERM into exit 130 / 143 once everything was cleaned up."""
+    """Call stages.<module>.<func>; turn a user error, or a disk that cannot take an output,
+    into one line on stderr and exit 2, and SIGINT / SIGTERM into exit 130 / 143 once
+    everything was cleaned up."""
     from models.common import ModelError
     from stages.core.errors import UserError
 
@@ -58,6 +114,12 @@ def _run(module: str, func: str = "main", /, **kwargs):
         return import_module(f"stages.{module}").__dict__[func](**kwargs)
     except (UserError, ModelError) as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in _DISK:
+            raise
+        click.echo(f"error: {_output_of(e)}: {e.strerror} ({errno.errorcode[e.errno]}); {_DISK[e.errno]} and run "
+                   "again (outputs are replaced only when complete: the old ones are intact)", err=True)
         sys.exit(2)
     except KeyboardInterrupt as e:
         click.echo("stopped (SIGTERM)" if isinstance(e, Terminated) else "stopped (Ctrl-C)", err=True)
@@ -95,8 +157,45 @@ def _run_variant(stage: str, variant: str, params_path: str) -> None:
 WIDTH = max(100, shutil.get_terminal_size().columns)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": WIDTH,
-                               "terminal_width": WIDTH})
+class _UsageLine(click.ClickException):
+    """A command line click refuses (``--limit 1e20``, an unknown option), shown like every other
+    refusal: one line that names the command and the value and says where the help is; exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, e: click.UsageError) -> None:
+        path = e.ctx.command_path if e.ctx else "python -m stages"
+        what = " ".join(e.format_message().split()).rstrip(".")
+        super().__init__(f"{path}: {what}; see `{path} --help`")
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+# No command at all: click shows the help (as a usage error), which stays as it is.
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _Cli(click.Group):
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _HELP:
+            raise
+        except click.UsageError as e:
+            raise _UsageLine(e) from None
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except _HELP:
+            raise
+        except click.UsageError as e:  # a subcommand's arguments and options
+            raise _UsageLine(e) from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": WIDTH,
+                                         "terminal_width": WIDTH})
 def cli() -> None:
     """paritylab: XOR gate and bit-parity experiments as a DVC pipeline tracked in MLflow.
 
@@ -201,6 +300,7 @@ def dag(check: bool, params_path: str) -> None:
 @click.option("--data-dir", default="data", show_default=True, help="Dataset folder.")
 def data(bucket: str, limit: int | None, data_dir: str) -> None:
     """Print a dataset bucket as CSV (length,bits,parity) on stdout."""
+    limit = None if limit is None else min(limit, sys.maxsize)  # more rows than exist: all of them, as sys.maxsize
     _run("core.data", "print_bucket", bucket=bucket, limit=limit, data_dir=data_dir)
 
 

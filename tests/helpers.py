@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,13 @@ def exhaustive_seqs(max_len: int) -> SeqSet:
 
     lengths, bits = exhaustive(SimpleNamespace(max_len=max_len))
     return SeqSet.from_stream("exhaustive", lengths, bits)
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root`` but the MLflow store's (which a
+    refusal may open) and bytecode caches: equal before and after means nothing was touched."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "mlflow" not in p.name and "__pycache__" not in p.parts
+    }

@@ -8,7 +8,6 @@ case runs as a subprocess, to show the same holds for `python -m stages`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from helpers import tree_hashes
 from stages.__main__ import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,27 +111,37 @@ CASES = [
      ["variants.manual", "num_layers=2", "allowed: 1"]),
     ("top_level_bucket_path", _set("training.train_bucket", "nope"), ["train", "lstm"], None,
      ["training.train_bucket: unknown bucket 'nope'"]),
-    ("huge_value_is_cut", _set("device", "x" * 10_000_000), ["train", "lstm"], None, ["device", "characters"]),
-    ("many_unknown_keys", "MANY_KEYS", ["train", "lstm"], None, ["unknown key", "allowed"]),
+    ("huge_value_is_cut", _set("device", "x" * 1_000_000), ["train", "lstm"], None, ["device", "characters"]),
+    ("ten_mb_value", _set("device", "x" * 10_000_000), ["train", "lstm"], None, ["params.yaml is 9.5 MiB"]),
+    ("many_unknown_keys", "MANY_KEYS", ["train", "lstm"], None, ["--params", "params.yaml is 10.4 MiB", "at most 1 MiB"]),
+    ("hundred_unknown_keys", "HUNDRED_KEYS", ["train", "lstm"], None, ["k0: unknown key", "allowed: seed, device"]),
     ("duplicate_key", "DUPLICATE", ["train", "lstm"], None, ["key 'seed' appears twice", "line"]),
     ("duplicate_variant", "DUPLICATE_VARIANT", ["train", "lstm"], None, ["key 'lstm' appears twice"]),
     ("not_utf8", "LATIN1", ["train", "lstm"], None, ["not UTF-8", "0xe9", "line 1"]),
     ("cycle_disjoint", _set("data.buckets.train.disjoint_from", "val"), ["generate", "train"], None, ["cycle"]),
+    ("lr_minus_inf", _set("training.lr", float("-inf")), ["train", "lstm"], None, ["training.lr", "-inf", "finite"]),
+    ("max_steps_on", "ON", ["train", "lstm"], None, ["training.max_steps", "True", "integer"]),
+    ("duplicate_key_in_a_variant", "DUPLICATE_IN_VARIANT", ["train", "lstm"], None,
+     ["key 'hidden_size' appears twice", "line"]),
+    # Bad command lines (issue 23: `data NAME --limit 1e20`): one line, not click's usage block or a traceback.
+    ("limit_not_an_integer", None, ["data", "train", "--limit", "1e20"], None,
+     ["python -m stages data: ", "--limit", "'1e20'", "`python -m stages data --help`"]),
+    ("limit_negative", None, ["data", "train", "--limit", "-1"], None, ["--limit", "-1", "x>=0"]),
+    ("jobs_zero", None, ["repro", "--jobs", "0"], None, ["python -m stages repro: ", "--jobs", "0 is not in the range"]),
+    ("timeout_not_a_number", None, ["repro", "--timeout", "1h"], None, ["--timeout", "'1h'"]),
+    ("unknown_command", None, ["trian", "lstm"], None, ["No such command 'trian'", "`python -m stages --help`"]),
+    ("missing_argument", None, ["train"], None, ["python -m stages train: ", "Missing argument 'VARIANT'"]),
+    ("unknown_option", None, ["train", "lstm", "--param", "p.yaml"], None, ["No such option", "--param"]),
 ]
 RAW = {  # whole params files that YAML itself, not a key, must refuse or that must be built as text
     "YES": ("SMALL", "lstm: {family: lstm, hidden_size: 4}", "lstm: {family: lstm, hidden_size: yes}"),
     "DUPLICATE": ("SMALL", "seed: 0", "seed: 0\nseed: 5"),
     "DUPLICATE_VARIANT": ("SMALL", "  gru: {family: gru, hidden_size: 4}",
                           "  gru: {family: gru, hidden_size: 4}\n  lstm: {family: lstm, hidden_size: 8}"),
+    "DUPLICATE_IN_VARIANT": ("SMALL", "lstm: {family: lstm, hidden_size: 4}",
+                             "lstm: {family: lstm, hidden_size: 4, hidden_size: 8}"),
+    "ON": ("SMALL", "max_steps: 60", "max_steps: on"),
 }
-
-
-def _tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "mlflow" not in p.name and "__pycache__" not in p.parts
-    }
 
 
 @pytest.fixture()
@@ -150,6 +160,8 @@ def test_bad_input(scratch: Path, mutation, args, stdin, words, monkeypatch: pyt
         params.unlink()
     elif mutation == "MANY_KEYS":  # a million unknown keys: refused at once, not after a minute
         params.write_text("".join(f"k{i}: 1\n" for i in range(1_000_000)))
+    elif mutation == "HUNDRED_KEYS":  # a file of a plausible size: read, and the first unknown key named
+        params.write_text("".join(f"k{i}: 1\n" for i in range(100)))
     elif mutation == "LATIN1":
         params.write_bytes("# caf\u00e9\n".encode("latin-1") + params.read_bytes())
     elif mutation in RAW:
@@ -161,7 +173,7 @@ def test_bad_input(scratch: Path, mutation, args, stdin, words, monkeypatch: pyt
         params.write_text(mutation)
     elif mutation is not None:
         params.write_text(yaml.safe_dump(mutation(yaml.safe_load(params.read_text()))))
-    before = _tree_hashes(scratch)
+    before = tree_hashes(scratch)
     monkeypatch.chdir(scratch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{scratch}/mlflow.db")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
@@ -171,21 +183,22 @@ def test_bad_input(scratch: Path, mutation, args, stdin, words, monkeypatch: pyt
     assert len(lines) == 1, result.stderr  # one line, no traceback
     for word in words:
         assert word in lines[0], lines[0]
-    assert _tree_hashes(scratch) == before
+    assert len(lines[0]) < 1000, lines[0][:1000]  # a long value is shortened, not echoed
+    assert tree_hashes(scratch) == before
 
 
 def test_the_same_through_python_m_stages(scratch: Path) -> None:
     params = scratch / "params.yaml"
     params.write_text(params.read_text() + "seed: 5\n")  # a second seed: key
-    before = _tree_hashes(scratch)
+    before = tree_hashes(scratch)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "stages", "train", "lstm"], cwd=scratch, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("error: params.yaml: ")
-    assert _tree_hashes(scratch) == before
+    assert tree_hashes(scratch) == before
 
 
-def test_at_least_sixty_cases() -> None:
-    assert len(CASES) >= 60
+def test_at_least_seventy_cases() -> None:
+    assert len(CASES) >= 70  # and tests/test_bad_files.py: past 80 together (issue 23)

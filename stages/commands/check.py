@@ -66,9 +66,12 @@ def main(params_path: str = "params.yaml", baseline: str = "HEAD", artifacts: st
         sys.exit(1)
 
 
-def _parse(text: str, where: str) -> dict[str, Any]:
+def _parse(raw: bytes, where: str) -> dict[str, Any]:
     try:
-        obj = json.loads(text)
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}; file damaged?); "
+                        "rerun its evaluate stage") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}); rerun its evaluate stage") from None
     if not isinstance(obj, dict):
@@ -81,11 +84,11 @@ def read_current(metrics_dir: Path) -> dict[str, dict[str, Any]]:
     files = sorted(metrics_dir.glob("*.json"))
     if not files:
         raise UserError(f"{metrics_dir}: no metrics files (*.json); run `dvc repro` to produce them")
-    return {f.stem: _parse(f.read_text(), str(f)) for f in files}
+    return {f.stem: _parse(f.read_bytes(), str(f)) for f in files}
 
 
-def _git(root: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+def _git(root: Path | None, *args: str, text: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=text, check=False)
 
 
 def _repo_paths(metrics_dir: Path) -> tuple[Path, str]:
@@ -115,9 +118,9 @@ def read_baseline(root: Path, commit: str, rel_dir: str) -> dict[str, dict[str, 
         raise UserError(f"git ls-tree {commit[:7]} {rel_dir}: {listing.stderr.strip()}")
     out = {}
     for path in sorted(p for p in listing.stdout.splitlines() if p.endswith(".json")):
-        shown = _git(root, "show", f"{commit}:{path}")
+        shown = _git(root, "show", f"{commit}:{path}", text=False)  # bytes: the file may not be UTF-8
         if shown.returncode != 0:
-            raise UserError(f"git show {commit[:7]}:{path}: {shown.stderr.strip()}")
+            raise UserError(f"git show {commit[:7]}:{path}: {shown.stderr.decode(errors='replace').strip()}")
         out[Path(path).stem] = _parse(shown.stdout, f"{path} at {commit[:7]}")
     return out
 

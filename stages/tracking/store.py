@@ -2,15 +2,21 @@
 
 Default: ``sqlite:///<repo root>/mlflow.db``, artifacts under ``<repo root>/mlartifacts/<experiment>``.
 ``MLFLOW_TRACKING_URI`` overrides it; a tracking server then decides artifact locations.
+A store that cannot be written (read-only, locked by another process, damaged) is refused by
+``check_store`` in one line before a stage does any work.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
+import math
 import os
 import random
 import sqlite3
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +35,25 @@ KIND = ("mlflow.experimentKind", "custom_model_development")
 _ready: set[str] = set()  # URIs whose store this process has already prepared
 _LOCKED = ("database is locked", "database table is locked")
 _jitter = random.Random()  # never touch the global RNG: training is seeded
+# Seconds to wait for another process's write lock on a SQLite store before giving up with one
+# line (environment variable PARITYLAB_STORE_WAIT_S). Stages hold it for milliseconds at a time;
+# one held longer is a stuck process or a transaction left open in a database browser.
+STORE_WAIT_S = 30.0
+
+
+def store_wait_s() -> float:
+    """STORE_WAIT_S, or PARITYLAB_STORE_WAIT_S when set (seconds, more than 0, at most an hour)."""
+    raw = os.environ.get("PARITYLAB_STORE_WAIT_S")
+    if raw is None:
+        return STORE_WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:  # NaN fails too
+        raise UserError(f"PARITYLAB_STORE_WAIT_S={raw[:40]!r}: not a number of seconds in (0, 3600]; "
+                        f"unset it (default {STORE_WAIT_S:g}) or give one, e.g. 30")
+    return value
 
 
 def tracking_uri() -> str:
@@ -89,6 +114,7 @@ def ensure_store(uri: str) -> None:
     """
     import mlflow
 
+    logging.getLogger("mlflow.store.db.utils").addFilter(_quiet_locks)  # once: addFilter skips a repeat
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)
     if uri in _ready:
@@ -106,6 +132,12 @@ def ensure_store(uri: str) -> None:
             mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates/migrates schema
             relocate_artifacts(db)
     _ready.add(uri)
+
+
+def _quiet_locks(record: logging.LogRecord) -> bool:
+    """A logging filter: drop MLflow's error log (a traceback of ~40 lines) of a "database is
+    locked" failure; retry() retries it and, if the lock outlasts the wait, says so in one line."""
+    return not any(s in record.getMessage() for s in _LOCKED)
 
 
 def finished_tag_values(tag: str, uri: str | None = None) -> set[str] | None:
@@ -187,8 +219,6 @@ def reap_dead_runs(uri: str) -> int:
 @contextmanager
 def _quiet_migrations() -> Iterator[None]:
     """Keep MLflow's "Creating initial MLflow database tables..." INFO lines off stderr."""
-    import logging
-
     loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -244,30 +274,93 @@ def experiment_id(problem: str) -> str:
 
 
 def retry(fn: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: Any) -> T:
-    """Call ``fn``; while SQLite says the database is locked, back off (≈ 20 s at most) and retry.
+    """Call ``fn``; while SQLite says the database is locked, back off and retry.
 
     MLflow already sets a 20 s busy timeout; what remains are lock upgrades SQLite refuses
-    at once (two writers in deferred transactions), which only a retry resolves.
+    at once (two writers in deferred transactions), which only a retry resolves. A lock that
+    outlasts store_wait_s() (plus the call under way) is a UserError naming the store.
     """
-    delay = 0.05
+    delay, start = 0.05, time.monotonic()
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            if attempt == attempts - 1 or not any(s in str(e) for s in _LOCKED):
+            if not any(s in str(e) for s in _LOCKED):
                 raise
+            waited = time.monotonic() - start
+            if attempt == attempts - 1 or waited > store_wait_s():
+                raise UserError(_locked(tracking_uri(), waited)) from None
             time.sleep(delay * (1 + _jitter.random()))
             delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
 
 
+def _locked(store: str | Path, waited: float) -> str:
+    return (f"MLflow store {store} is locked: another process has held its write lock for {waited:.0f} s "
+            f"(a stuck stage, or a transaction left open in a database browser); find it with "
+            f"`fuser {_sqlite_path(str(store)) or store}`, end it and run again "
+            f"(PARITYLAB_STORE_WAIT_S sets the wait, {store_wait_s():g} s now)")
+
+
+def _modes(db: Path) -> str:
+    """"mlflow.db r--r--r--, mlflow.db-wal rw-r--r--, folder rwxr-xr-x": SQLite writes all three
+    (its -wal and -shm files take the database's mode when made, so they stay read-only after
+    a chmod of the database alone)."""
+    files = [(f.name, f) for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")) if f.exists()]
+    return ", ".join(f"{name} {stat.filemode(f.stat().st_mode)[1:]}" for name, f in [*files, ("folder", db.parent)])
+
+
+def probe_sqlite(db: Path) -> None:
+    """Write to an existing SQLite store (a table created, then rolled back) within store_wait_s().
+
+    MLflow would find a read-only or locked store only when it logs, after the training, and
+    then print hundreds of lines; a damaged file the same. Raises a one-line UserError naming
+    the store, the cause and what to do.
+    """
+    if not db.is_file():
+        return  # ensure_store creates it; a folder it cannot write in raises OSError there
+    wait = store_wait_s()
+    start = time.monotonic()
+    con = sqlite3.connect(db, timeout=wait, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")  # waits up to ``wait`` for another writer
+        con.execute("CREATE TABLE paritylab_write_probe (x)")  # a real write: BEGIN alone passes a read-only file
+        con.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        text, name = str(e), getattr(e, "sqlite_errorname", "")
+        if "locked" in text or name.startswith("SQLITE_BUSY"):
+            raise UserError(_locked(db, time.monotonic() - start)) from None
+        if "readonly" in text or name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+            raise UserError(f"MLflow store {db} is read-only ({text}; {_modes(db)}); make them writable "
+                            f"(chmod u+w {db}* {db.parent}) or set MLFLOW_TRACKING_URI to a store you can write") from None
+        if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            raise UserError(f"MLflow store {db} is damaged ({text}); restore a copy, or move it aside and a new "
+                            "empty store is made (it is not a DVC output: `make repro` and `sync` refill it)") from None
+        raise UserError(f"MLflow store {db} cannot be written: {text}") from None
+    finally:
+        con.close()
+    # SQLite writes through existing -wal/-shm files in a read-only folder; MLflow then fails
+    # when it makes the run's artifact folder. Make (and drop) a file where those folders go.
+    art = db.resolve().parent / "mlartifacts"
+    where = art if art.is_dir() else art.parent
+    try:
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as e:
+        raise UserError(f"MLflow store {db} is read-only: no file can be made in {where} ({e.strerror}; "
+                        f"{_modes(db)}); make it writable (chmod u+w {where}) or set MLFLOW_TRACKING_URI "
+                        "to a store you can write") from None
+
+
 def check_store() -> str:
     """Connect to the tracking store (creating the SQLite file if needed); return its URI.
 
-    Raises UserError within a few seconds when it cannot be reached, before a stage
-    spends minutes training a model it then cannot log.
+    Raises UserError within seconds when it cannot be reached, and within store_wait_s()
+    when a SQLite store cannot be written, before a stage spends minutes training a model
+    it then cannot log.
     """
     uri = tracking_uri()
+    if (db := _sqlite_path(uri)) is not None:
+        probe_sqlite(db)
     try:
         with quick_http_failures():
             ensure_store(uri)
@@ -276,6 +369,11 @@ def check_store() -> str:
             MlflowClient(uri).search_experiments(max_results=1)
             if reaped := reap_dead_runs(uri):
                 print(f"tracking: marked {reaped} run(s) FAILED whose process died while they ran", file=sys.stderr)
+    except UserError:
+        raise
+    except OSError as e:  # a folder it cannot create the store or its lock file in
+        raise UserError(f"MLflow store {uri}: cannot write {e.filename or 'its files'} ({e.strerror}); make its "
+                        "folder writable or set MLFLOW_TRACKING_URI to a store you can write") from None
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise UserError(f"MLflow store {uri} cannot be reached: {first}") from None
