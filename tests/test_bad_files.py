@@ -8,7 +8,7 @@ MLflow's schema migration takes seconds). Cases run in this process through clic
 except where the fault needs a process of its own: a resource limit, a read-only file for root
 (root writes through file modes; `setpriv` drops that power for the child), a mount.
 
-Cases still failing are listed at the end as strict xfails: each says where the fix belongs.
+The cases at the end were mended after the first pass (they were strict xfails).
 """
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ def test_rerun_of_a_failed_run(ws: Path) -> None:
     refused(ws, ["rerun", run_id], [f"run {run_id} ended FAILED", "allowed: FINISHED runs"])
 
 
-# -- Still failing: each a strict xfail, so the day it is fixed the suite says so ---------------------
+# -- Mended after the first pass: each was a traceback or an empty 'allowed:' ----------------------
 
 def _mutated(root: Path, mutate) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -343,20 +343,16 @@ def _only_xor(p: dict) -> None:
     p["seeds"]["variants"] = ["xor"]
 
 
-@pytest.mark.xfail(strict=True, reason="stages/pipeline/certify_torch.py calls torch.load itself; zoo.load's "
-                                       "ModelError (or a try around it) would give one line")
 def test_certify_a_damaged_model(ws: Path) -> None:
     MODEL.write_bytes(b"not a torch file")
     refused(ws, ["certify", "lstm"], ["artifacts/models/lstm/model.pt", "train-lstm"])
 
 
-@pytest.mark.xfail(strict=True, reason="stages/sweep/schema.py reads the file with read_text(): a traceback")
 def test_sweep_file_not_utf8(ws: Path) -> None:
     (ws / "sweep.yaml").write_bytes(b"name: s\n# caf\xe9\n")
     refused(ws, ["sweep", "sweep.yaml"], ["sweep.yaml", "UTF-8"])
 
 
-@pytest.mark.xfail(strict=True, reason="stages/core/params.py joins an empty list: 'allowed: ' with nothing after")
 @pytest.mark.parametrize(("mutate", "args"), [
     (_only_xor, ["train", "xor"]),  # seeds.variants when no torch variant exists
     (lambda p: p["data"].update(buckets={}), ["generate", "train"]),  # evaluate.buckets when no bucket exists
@@ -373,10 +369,3 @@ def test_a_million_unknown_keys_are_refused_at_once(ws: Path) -> None:
     start = time.monotonic()
     refused(ws, ["train", "lstm"], ["params.yaml is 10.4 MiB", "a params file is a few kB"])
     assert time.monotonic() - start < 5
-
-
-def test_past_eighty_cases() -> None:
-    import test_bad_input
-
-    here = len(DAMAGED) + 18  # the other cases above (not the xfails), counted by hand
-    assert len(test_bad_input.CASES) + here > 80

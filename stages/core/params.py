@@ -252,7 +252,7 @@ class Params(Strict):
         if not self.variants:
             raise ValueError("no variants defined (add at least one under 'variants')")
         buckets = set(self.data.buckets)
-        allowed = ", ".join(sorted(buckets))
+        allowed = ", ".join(sorted(buckets)) or "none: data.buckets is empty"
         for b in self.evaluate.buckets:
             if b not in buckets:
                 raise ValueError(f"evaluate.buckets: unknown bucket {short(b)} (allowed: {allowed})")
@@ -267,7 +267,7 @@ class Params(Strict):
         for name in self.seeds.variants:
             if name not in torch_parity:
                 raise ValueError(f"seeds.variants: {name!r} is not a torch parity variant "
-                                 f"(allowed: {', '.join(torch_parity)})")
+                                 f"(allowed: {', '.join(torch_parity) or 'none: no torch parity variant'})")
         for name, v in self.variants.items():
             if not NAME.match(name) or len(name) > MAX_NAME:
                 raise ValueError(f"variants.{short(name)}: a name must match [a-z][a-z0-9_]* "

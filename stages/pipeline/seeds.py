@@ -31,7 +31,7 @@ from stages.core.errors import UserError
 from stages.core.params import Params, load_params
 from stages.core.seeding import seed_everything
 from stages.pipeline.common import train_config
-from stages.pipeline.evaluate import bucket_metrics
+from stages.pipeline.evaluate import Judge, bucket_metrics, logits_of
 
 
 def main(variant: str, params_path: str = "params.yaml") -> None:
@@ -79,8 +79,10 @@ def train_and_judge(
     result = torch_train.train(model, v.family, train_config(params, variant), data, device, seed,
                                progress=None)
     row: dict[str, Any] = {"seed": seed, "steps": result.steps, "steps_to_val_100": result.steps_to_val_100}
+    judge = Judge(lambda seqs, cap: torch_zoo.predict_logits(model, seqs, device, cap), None,
+                  torch_zoo.stepper(model, device))
     for b, seqs in buckets.items():
-        logits = torch_zoo.predict_logits(model, seqs, device, params.evaluate.max_batch_bits)
+        logits, _ = logits_of(judge, params.data.buckets[b], seqs, params.evaluate.max_batch_bits)
         row[f"accuracy.{b}"] = bucket_metrics(logits, seqs)["accuracy"]
     weights = weights_from_torch_state_dict(v.family, {k: t.cpu() for k, t in model.state_dict().items()})
     cert = certify(v.family, weights)
