@@ -48,10 +48,17 @@ check: $(STAMP) ## Regression gate against the committed metrics
 bench: $(STAMP) ## Benchmark; writes bench/results.json
 	$(BIN)/python bench/run.py
 
+# MLflow 3.17's server imports starlette.middleware.wsgi, which starlette 1.x deprecates with
+# a warning printed once per uvicorn worker (4 by default). The warning is about MLflow's
+# code, not ours: silence that one message, and serve a local UI from one worker.
+# The UI shows MLFLOW_TRACKING_URI's store when it is a database URI, else mlflow.db.
+UI_STORE := $(if $(filter sqlite:% postgresql:% mysql:% mssql:%,$(MLFLOW_TRACKING_URI)),$(MLFLOW_TRACKING_URI),sqlite:///mlflow.db)
+
 ui: $(STAMP) ## Open the MLflow UI on the local store (127.0.0.1:5000); prints the parity runs' URL
 	@$(BIN)/python -c "import sqlite3; row = sqlite3.connect('mlflow.db').execute(\"select experiment_id from experiments where name = 'parity'\").fetchone(); print('parity runs: http://127.0.0.1:5000/#/experiments/%s/runs' % row[0] if row else 'no parity runs yet: run make repro first')" 2>/dev/null || true
 	@echo "(if the UI opens on its GenAI views, switch to 'Model training', then 'Training runs')"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	PYTHONWARNINGS='ignore:starlette.middleware.wsgi is deprecated' \
+	  $(BIN)/mlflow ui --backend-store-uri '$(UI_STORE)' --host 127.0.0.1 --port 5000 --workers 1
 
 clean: ## Remove the venv (outputs stay; dvc owns them)
 	rm -rf $(VENV)
