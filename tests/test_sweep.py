@@ -130,6 +130,25 @@ def run_sweep(workdir: Path, sweep: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+def test_unreachable_cluster_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """--address auto with no Ray running: one line, exit 2, no results, no trials, no MLflow runs."""
+    from helpers import generate_data
+    from stages.core.params import load_params
+
+    (tmp_path / "params.yaml").write_text(SMALL.read_text())
+    generate_data(load_params(SMALL).data, tmp_path / "data")
+    (tmp_path / "raytmp").mkdir()  # Ray's "auto" looks for a running cluster's address here: none
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": str(tmp_path / "raytmp"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "stages", "sweep", str(write_sweep(tmp_path / "tiny.yaml", TINY)),
+                           "--address", "auto"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Ray cluster at auto: Could not find any running Ray instance" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A work dir with tiny params and data, after one full run of the tiny sweep."""

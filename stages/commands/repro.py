@@ -60,10 +60,10 @@ def default_jobs() -> int:
 
 
 def upstream_outputs(stages: dict[str, Any]) -> dict[str, str]:
-    """Output path -> the stage that writes it, from dvc.yaml's outs and metrics."""
+    """Output path -> the stage that writes it, from dvc.yaml's outs, metrics and plots."""
     owner = {}
     for name, s in stages.items():
-        for out in [*s.get("outs", []), *s.get("metrics", [])]:
+        for out in [*s.get("outs", []), *s.get("metrics", []), *s.get("plots", [])]:
             owner[next(iter(out)) if isinstance(out, dict) else out] = name
     return owner
 
@@ -74,28 +74,55 @@ def upstream(stages: dict[str, Any]) -> dict[str, set[str]]:
     return {name: {owner[d] for d in s.get("deps", []) if d in owner} for name, s in stages.items()}
 
 
-def prune(stages: dict[str, Any], lock: Path = Path("dvc.lock")) -> list[str]:
-    """Drop dvc.lock entries (and delete the outputs) of stages not in ``stages``; -> their names."""
+def prune(stages: dict[str, Any], lock: Path = Path("dvc.lock")) -> tuple[list[str], list[str]]:
+    """Forget what params.yaml no longer asks for -> (stages dropped, outputs deleted of
+    stages that stay).
+
+    A stage not in ``stages`` loses its dvc.lock entry; every output dvc.lock records that
+    no current stage writes is deleted: those of dropped stages, and those a shared stage
+    (``xor``, one output set per XOR variant) no longer declares. A stage whose outputs
+    changed keeps its entry: DVC sees the change and reruns it.
+    """
     if not lock.is_file():
-        return []
+        return [], []
     doc = yaml.safe_load(lock.read_text()) or {}
-    gone = [name for name in doc.get("stages", {}) if name not in stages]
-    kept = set(upstream_outputs(stages))
-    for name in gone:
-        for out in doc["stages"][name].get("outs", []):
+    entries = doc.get("stages", {})
+    gone = [name for name in entries if name not in stages]
+    kept = set(upstream_outputs(stages))  # a stage renamed, not removed, keeps its outputs
+    stale = []
+    for name, entry in entries.items():
+        for out in entry.get("outs", []):
             path = Path(out["path"])
-            if out["path"] in kept:
-                continue  # a current stage writes it (a stage renamed, not removed)
-            if path.is_dir():
+            if out["path"] in kept or not (path.exists() or path.is_symlink()):
+                continue
+            if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
-                path.unlink(missing_ok=True)
-        del doc["stages"][name]
+                path.unlink()
+            _unignore(path)
+            if name in stages:
+                stale.append(out["path"])
+    for name in gone:
+        del entries[name]
     if gone:
         from stages.core.files import write_text
 
         write_text(lock, yaml.safe_dump(doc, sort_keys=False))
-    return gone
+    return gone, stale
+
+
+def _unignore(path: Path) -> None:
+    """Drop the line DVC wrote for a cached output in its folder's .gitignore, as ``dvc
+    remove`` does (scmrepo's ignore_remove): the file goes when nothing is left in it."""
+    gitignore = path.parent / ".gitignore"
+    if not gitignore.is_file():
+        return
+    lines = gitignore.read_text().splitlines(keepends=True)
+    left = [line for line in lines if line.strip() != f"/{path.name}"]
+    if not left:
+        gitignore.unlink()
+    elif left != lines:
+        gitignore.write_text("".join(left))
 
 
 def changed() -> set[str]:
@@ -221,8 +248,11 @@ def main(jobs: int | None = None, timeout_s: float = 3600.0) -> None:
     load_params("params.yaml")  # every stage reads it: refuse a bad one before anything is touched
     dag.main()
     stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]  # ours and the user's own
-    if gone := prune(stages):
+    gone, stale = prune(stages)
+    if gone:
         click.echo(f"removed {len(gone)} stage(s) no longer in params.yaml, with their outputs: {', '.join(gone)}")
+    if stale:
+        click.echo(f"removed {len(stale)} output(s) of variants no longer in params.yaml: {', '.join(stale)}")
     os.environ.setdefault("PARITYLAB_REPRO_ID", f"repro-{uuid.uuid4().hex[:12]}")
     order, needs = plan(stages, changed())
     if order:

@@ -77,4 +77,9 @@ def main(params_path: str = "params.yaml", host: str = "127.0.0.1", port: int = 
         return
     sys.stdout.flush()  # exec drops what is still buffered
     mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
-    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
+    # MLflow 3.17's server imports starlette.middleware.wsgi, which starlette 1.x deprecates with a
+    # warning printed once per uvicorn worker (4 by default): about MLflow's code, not ours. Silence
+    # that one message, and serve a local UI from one worker.
+    os.environ["PYTHONWARNINGS"] = "ignore:starlette.middleware.wsgi is deprecated"
+    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+                      "--workers", "1"])

@@ -1,16 +1,18 @@
 """Command ``sweep SWEEP.yaml``: a grid or random search over params keys on Ray Tune, tracked in MLflow.
 
-1. Validate the sweep file (stages/sweep_schema.py) and plan its trials: each gets a
-   validated params file under ``<output>/trials/<name>/`` (stages/sweep_plan.py).
+1. Validate the sweep file (stages/sweep/schema.py) and plan its trials: each gets a
+   validated params file under ``<output>/trials/<name>/`` (stages/sweep/plan.py).
 2. Skip trials whose ``result.json`` matches their cache key (params, code, data): a rerun
    of an interrupted sweep resumes where it stopped.
-3. Open (or reopen) one parent MLflow run ``sweep-<name>`` per experiment the trials log
+3. Start the local Ray or reach the cluster (stages/sweep/ray_runner.py). One that cannot
+   be reached is refused here, before anything is written or any MLflow run opened.
+4. Open (or reopen) one parent MLflow run ``sweep-<name>`` per experiment the trials log
    to; its id is kept in ``<output>/trials/mlflow_parents.json`` (trials/ is all the
    state a resumed sweep needs).
-4. Run the other trials on Ray (stages/sweep_ray.py); each runs the pipeline's own
-   ``train`` and ``evaluate`` commands (stages/sweep_trial.py), whose MLflow runs become
-   children of the parent (``PARITYLAB_PARENT_RUN_ID``, ``PARITYLAB_EXTRA_TAGS``).
-5. Write the results table and plots (stages/sweep_report.py), log them to the parents.
+5. Run the other trials on Ray; each runs the pipeline's own ``train`` and ``evaluate``
+   commands (stages/sweep/trial.py), whose MLflow runs become children of the parent
+   (``PARITYLAB_PARENT_RUN_ID``, ``PARITYLAB_EXTRA_TAGS``).
+6. Write the results table and plots (stages/sweep/report.py), log them to the parents.
 A failed trial is reported in the table and MLflow and run again next time; it does not
 stop the sweep.
 """
@@ -147,14 +149,18 @@ def _describe(out: Path, keys: Mapping[str, str], sweep: Sweep) -> Any:
     return describe
 
 
-def _write_trials(trials: list[Trial], out: Path, manifest_sha: str) -> dict[str, str]:
-    """Write each trial's params.yaml (if changed); return trial name -> cache key."""
+def _keys(trials: list[Trial], manifest_sha: str) -> dict[str, str]:
+    """Trial name -> cache key (params, code, data)."""
     code = code_fingerprint()
+    return {t.name: trial_key(t, code, manifest_sha) for t in trials}
+
+
+def _write_trials(trials: list[Trial], out: Path) -> None:
+    """Write each trial's params.yaml (if changed)."""
     for t in trials:
         params = out / "trials" / t.name / "params.yaml"
         if not params.exists() or params.read_text() != t.params_text:
             sio.write_text(params, t.params_text)
-    return {t.name: trial_key(t, code, manifest_sha) for t in trials}
 
 
 def main(sweep_file: str, address: str | None = None, params_path: str = "params.yaml") -> None:
@@ -162,7 +168,7 @@ def main(sweep_file: str, address: str | None = None, params_path: str = "params
     trials = plan(sweep, sweep_file, params_path)
     data, manifest_sha = _manifest()
     out = sweep.output_dir.resolve()
-    keys = _write_trials(trials, out, manifest_sha)
+    keys = _keys(trials, manifest_sha)
     pending = [t for t in trials if read_outcome(out / "trials" / t.name, keys[t.name]) is None]
 
     def say(msg: str) -> None:
@@ -171,29 +177,37 @@ def main(sweep_file: str, address: str | None = None, params_path: str = "params
     say(f"{len(trials)} trials: {len(trials) - len(pending)} cached, {len(pending)} to run; "
         f"results in {sweep.output_dir}")
     address = address or os.environ.get("RAY_ADDRESS")
-    if pending and address:
-        from stages.sweep.ray_runner import check_reachable
+    have = None
+    if pending:  # a Ray that cannot be reached is refused here: nothing written, no MLflow run
+        from stages.sweep.ray_runner import connect
 
-        check_reachable(address)  # before any MLflow run is opened
-    uri = _store_uri()
-    parents = _open_parents(sweep, sweep_file, out, uri, sorted({t.problem for t in trials}))
-    say(f"MLflow {uri}: parent run(s) " + ", ".join(f"{p}={r}" for p, r in parents.items()))
+        have = connect(sweep, address, say)
     status, stop = "FAILED", None
     try:
-        if pending:
-            from stages.sweep.ray_runner import run_trials
+        uri = _store_uri()
+        _write_trials(trials, out)
+        parents = _open_parents(sweep, sweep_file, out, uri, sorted({t.problem for t in trials}))
+        say(f"MLflow {uri}: parent run(s) " + ", ".join(f"{p}={r}" for p, r in parents.items()))
+        try:
+            if pending:
+                from stages.sweep.ray_runner import run_trials
 
-            specs = [_spec(t, out, keys[t.name], data, uri, parents[t.problem], sweep) for t in pending]
-            lost = run_trials(specs, sweep, address, say, _describe(out, keys, sweep))
-            for name, error in lost.items():  # Ray lost the trial (e.g. its worker died)
-                sio.write_json(out / "trials" / name / "failed.json",
-                               {"status": "failed", "key": keys[name], "stage": "ray", "returncode": None,
-                                "error": error})
-        status = "FINISHED"
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the command line raises it for SIGTERM too)
-        status, stop = "KILLED", e
+                specs = [_spec(t, out, keys[t.name], data, uri, parents[t.problem], sweep) for t in pending]
+                lost = run_trials(specs, sweep, have, say, _describe(out, keys, sweep))
+                for name, error in lost.items():  # Ray lost the trial (e.g. its worker died)
+                    sio.write_json(out / "trials" / name / "failed.json",
+                                   {"status": "failed", "key": keys[name], "stage": "ray", "returncode": None,
+                                    "error": error})
+            status = "FINISHED"
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the command line raises it for SIGTERM too)
+            status, stop = "KILLED", e
+        finally:
+            status = _finish(sweep, trials, out, keys, parents, uri, status, say)
     finally:
-        status = _finish(sweep, trials, out, keys, parents, uri, status, say)
+        if have is not None:
+            from stages.sweep.ray_runner import disconnect
+
+            disconnect()
     if status == "KILLED":
         say("interrupted; run the same command again to resume (finished trials are kept)")
         raise stop or KeyboardInterrupt()  # exit 130 (Ctrl-C) or 143 (SIGTERM)

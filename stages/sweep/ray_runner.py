@@ -106,39 +106,61 @@ def _progress(total: int, say: Say, describe: Callable[[str], str]) -> Any:
     return Progress()
 
 
-def run_trials(specs: list[dict[str, Any]], sweep: Sweep, address: str | None, say: Say,
-               describe: Callable[[str], str]) -> dict[str, str]:
-    """Run the trial specs on Ray; return {trial name: Ray's error} for trials Ray lost.
+def connect(sweep: Sweep, address: str | None, say: Say) -> tuple[int, int]:
+    """Start the local Ray or connect to the cluster; return the (CPUs, GPUs) it has.
 
-    The trials themselves write their outcome files; a trial Ray could not finish (its
-    worker died) appears only in the returned dict. Interrupting (Ctrl-C) stops Ray Tune,
-    whose unfinished trials then have no outcome file and run again next time.
+    UserError if the cluster cannot be reached or a trial can never fit. Called before the
+    sweep writes anything or opens an MLflow run, so such a sweep is refused with one line
+    and leaves no results and no FAILED runs.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if not address:  # set before Ray reads its config at import
+    if address:
+        check_reachable(address)
+    else:  # set before Ray reads its config at import
         # Token auth is Ray's default for a new local instance; saying so explicitly keeps
         # it and skips its start-up warning.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         # A local instance serves only this machine: bind it to 127.0.0.1, not the host's
         # address. (This switch's one effect on Linux is that choice; ray/_private/services.py.)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-    from ray import tune
-    from ray.cloudpickle import register_pickle_by_value
-
-    import stages.sweep.trial as trial_module
-
-    register_pickle_by_value(trial_module)  # workers need not import the project
     logging.getLogger("ray").setLevel(logging.WARNING)
     # On Ctrl-C these suggest Tuner.restore and list unfinished trials; the sweep resumes
     # by itself and says what did not run.
     for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
         logging.getLogger(name).setLevel(logging.ERROR)
     _init_ray(sweep, address, say)
+    try:
+        return _check_fits(sweep, bool(address), say)
+    except BaseException:
+        disconnect()
+        raise
+
+
+def disconnect() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def run_trials(specs: list[dict[str, Any]], sweep: Sweep, have: tuple[int, int], say: Say,
+               describe: Callable[[str], str]) -> dict[str, str]:
+    """Run the trial specs on the Ray that ``connect`` reached; return {trial name: Ray's
+    error} for trials Ray lost.
+
+    The trials themselves write their outcome files; a trial Ray could not finish (its
+    worker died) appears only in the returned dict. Interrupting (Ctrl-C) stops Ray Tune,
+    whose unfinished trials then have no outcome file and run again next time.
+    """
+    from ray import tune
+    from ray.cloudpickle import register_pickle_by_value
+
+    import stages.sweep.trial as trial_module
+
+    register_pickle_by_value(trial_module)  # workers need not import the project
     storage = Path(tempfile.mkdtemp(prefix="paritylab-tune-"))
     try:
-        cpus, gpus = _check_fits(sweep, bool(address), say)
+        cpus, gpus = have
         at_once = sweep.max_concurrent or None
         say(f"{len(specs)} trials to run, each on {sweep.resources.cpu:g} CPU / {sweep.resources.gpu:g} GPU "
             f"of {cpus} CPU / {gpus} GPU" + (f", at most {at_once} at once" if at_once else ""))
@@ -163,5 +185,4 @@ def run_trials(specs: list[dict[str, Any]], sweep: Sweep, address: str | None, s
                  for r in grid if r.error is not None and r.config}
         return lost
     finally:
-        ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
