@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from stages.core.errors import UserError
+from stages.core.fixed_length import FixedLength
 
 PARITY_FAMILIES = (
     "rnn_packed",  # nn.RNN over a PackedSequence batch
@@ -412,6 +413,7 @@ class Params(Strict):
     evaluate: Evaluate = Evaluate()
     seeds: Seeds = Seeds()
     check: Check = Check()
+    fixed_length: FixedLength | None = None  # the fixed-length study (stages fixedlen-*); null: none
 
     @model_validator(mode="after")
     def _cross_check(self) -> Params:
@@ -434,6 +436,13 @@ class Params(Strict):
             if name not in torch_parity:
                 raise ValueError(f"seeds.variants: {name!r} is not a torch parity variant "
                                  f"(allowed: {', '.join(torch_parity)})")
+        fixed = self.fixed_length
+        if fixed is not None and fixed.variant not in torch_parity:
+            raise ValueError(f"fixed_length.variant: {fixed.variant!r} is not a torch parity variant "
+                             f"(allowed: {', '.join(torch_parity)})")
+        for b in fixed.mix_buckets if fixed is not None else []:
+            if b not in buckets:
+                raise ValueError(f"fixed_length.mix_buckets: unknown bucket {_short(b)} (allowed: {allowed})")
         for name, v in self.variants.items():
             if not NAME.match(name) or len(name) > MAX_NAME:
                 raise ValueError(f"variants.{_short(name)}: a name must match [a-z][a-z0-9_]* "
