@@ -160,6 +160,21 @@ def test_the_study_end_to_end_on_a_tiny_config(tmp_path: Path, data_dir: Path,
     again = paths.fixedlen_metrics("signal").read_bytes()
     fixed_length.main("signal", str(params))
     assert paths.fixedlen_metrics("signal").read_bytes() == again  # seeded: the same bytes
+    _the_report_answers_from_these_files(params, tmp_path)
+
+
+def _the_report_answers_from_these_files(params_path: Path, tmp: Path) -> None:
+    from stages.report import fixed_length as report
+
+    study = report.load_study(load_params(params_path), Path("artifacts"))
+    sentences = report.answer(study)
+    assert 3 <= len(sentences) <= 5 and sentences[-1].startswith("Limits: 2 seeds per length")
+    assert "L = 1 (L = 1: 2 of 2 seeds" in sentences[0]  # learned at L = 1, numbers from cells.json
+    fit = study.signal["fit"]["factor_per_bit"]
+    assert f"about {fit:.0f} per added bit" in sentences[1]
+    assert report.section(study).startswith(f"## {report.QUESTION}")
+    report.figure(study, tmp / "fixed_length.png")
+    assert (tmp / "fixed_length.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_sweep_runs_the_study_for_its_variant_and_other_trials_do_without(tmp_path: Path) -> None:
