@@ -117,6 +117,9 @@ CASES = [
     ("duplicate_variant", "DUPLICATE_VARIANT", ["train", "lstm"], None, ["key 'lstm' appears twice"]),
     ("not_utf8", "LATIN1", ["train", "lstm"], None, ["not UTF-8", "0xe9", "line 1"]),
     ("cycle_disjoint", _set("data.buckets.train.disjoint_from", "val"), ["generate", "train"], None, ["cycle"]),
+    ("fixedlen_no_study", None, ["fixedlen", "cells"], None, ["fixed_length is null", "add the section"]),
+    ("fixedlen_fraction_one", _set("fixed_length", {"mix_buckets": [], "mix_fractions": [0.5, 1.0]}),
+     ["fixedlen", "mixing"], None, ["fixed_length.mix_fractions.1", "1.0", "less than 1"]),
 ]
 RAW = {  # whole params files that YAML itself, not a key, must refuse or that must be built as text
     "YES": ("SMALL", "lstm: {family: lstm, hidden_size: 4}", "lstm: {family: lstm, hidden_size: yes}"),
