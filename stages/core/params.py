@@ -26,6 +26,8 @@ PARITY_FAMILIES = (
     "manual_lstm",  # hand-written LSTM cell on a masked batch
     "lstm",  # nn.LSTM
     "gru",  # nn.GRU
+    "diag_linear",  # diagonal linear RNN, input-dependent transition in [0, 1] (models/torch_rnn/linear_rnn.py)
+    "diag_linear_neg",  # the same with the transition in [-1, 1] (Grazzi et al. 2025)
     "keras_lstm",  # keras.layers.LSTM with masking (TensorFlow)
 )
 KERAS_PARITY = ("keras_lstm",)  # parity families built with Keras (the rest are torch)
@@ -317,7 +319,7 @@ class ParityVariant(Strict):
 
     @model_validator(mode="after")
     def _one_layer_cells(self) -> ParityVariant:
-        if self.family.startswith("manual_") and self.num_layers != 1:
+        if self.family.startswith(("manual_", "diag_linear")) and self.num_layers != 1:
             raise ValueError(f"num_layers={self.num_layers}: the hand-written cells ({self.family}) have "
                              "one layer (allowed: 1; use lstm, gru or rnn_packed for stacked layers)")
         return self
@@ -444,6 +446,9 @@ class Params(Strict):
             if b not in buckets:
                 raise ValueError(f"fixed_length.mix_buckets: unknown bucket {_short(b)} (allowed: {allowed})")
         for name, v in self.variants.items():
+            if getattr(v, "family", "").startswith("diag_linear") and resolved_training(self, name)["contraction_weight"]:
+                raise ValueError(f"variants.{name}: the contraction phase has no {v.family} form (set "
+                                 f"variants.{name}.training.contraction_weight: 0)")
             if not NAME.match(name) or len(name) > MAX_NAME:
                 raise ValueError(f"variants.{_short(name)}: a name must match [a-z][a-z0-9_]* "
                                  f"and have at most {MAX_NAME} characters")

@@ -101,6 +101,8 @@ def index_page(inputs: Inputs, study: Study | None = None) -> str:
         ]
     if study is not None:
         parts.append(fixed_length.section(study))
+    if linear := fixed_length.linear_rnn_paragraph(inputs):
+        parts.append(linear)
     if inputs.xor:
         parts += [
             "## XOR gate\n",

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from stages.core import paths
-from stages.core.params import Params
+from stages.core.params import Params, resolved_training
 from stages.report.inputs import _csv, _json, _under
 
 FIGURE = "fixed_length.png"
@@ -226,3 +226,27 @@ def _signal_panel(study: Study, ax: Any) -> None:
     ax.set(yscale="log", xlabel="training length L", ylabel="signal / noise of the gradient",
            title="The gradient's parity signal")
     ax.legend(fontsize=7.5, frameon=False)
+
+
+LINEAR = {"diag_linear": "[0, 1]", "diag_linear_neg": "[−1, 1]"}  # family -> range of its transition
+
+
+def linear_rnn_paragraph(inputs: Any) -> str:
+    """The stretch: diagonal linear RNNs (models/torch_rnn/linear_rnn.py) trained by gradient
+    descent, each described by its own train and evaluate outputs; "" when there are none."""
+    runs = [r for r in inputs.parity.values() if getattr(r.config, "family", "") in LINEAR]
+    if not runs:
+        return ""
+    parts = []
+    for r in runs:
+        t = resolved_training(inputs.params, r.name)
+        acc = r.metrics.get("accuracy", {})
+        reached = r.train.get("steps_to_val_100")
+        scores = ", ".join(f"{b} {acc[b]:.3f}" for b in acc)
+        parts.append(f"`{r.name}` (transition in {LINEAR[r.config.family]}, trained on `{t['train_bucket']}`): "
+                     + ("never reached 100% validation" if reached is None else f"100% validation at step {reached:,}")
+                     + f" in {r.train.get('steps', 0):,} steps; held-out accuracy {scores}")
+    return ("### Gradient descent on the fixed-length set alone: a diagonal linear RNN\n\n"
+            "A diagonal linear RNN whose transition depends on the input represents parity exactly when "
+            "the transition may be negative (Grazzi et al., ICLR 2025; models/torch_rnn/linear_rnn.py). "
+            "Trained here by gradient descent on length-50 strings only: " + "; ".join(parts) + ".\n")
