@@ -254,6 +254,14 @@ def xor(variant: str | None, params_path: str) -> None:
 
 
 @cli.command()
+@click.argument("part", type=click.Choice(["cells", "signal", "mixing"]))
+@PARAMS
+def fixedlen(part: str, params_path: str) -> None:
+    """Run one part of the fixed-length study (stage fixedlen-PART; params.yaml fixed_length)."""
+    _run("pipeline.fixed_length", part=part, params_path=params_path)
+
+
+@cli.command()
 @PARAMS
 def report(params_path: str) -> None:
     """Build the tables, plots and report page under artifacts/report/."""

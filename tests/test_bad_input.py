@@ -132,6 +132,9 @@ CASES = [
     ("unknown_command", None, ["trian", "lstm"], None, ["No such command 'trian'", "`python -m stages --help`"]),
     ("missing_argument", None, ["train"], None, ["python -m stages train: ", "Missing argument 'VARIANT'"]),
     ("unknown_option", None, ["train", "lstm", "--param", "p.yaml"], None, ["No such option", "--param"]),
+    ("fixedlen_no_study", None, ["fixedlen", "cells"], None, ["fixed_length is null", "add the section"]),
+    ("fixedlen_fraction_one", _set("fixed_length", {"mix_buckets": [], "mix_fractions": [0.5, 1.0]}),
+     ["fixedlen", "mixing"], None, ["fixed_length.mix_fractions.1", "1.0", "less than 1"]),
 ]
 RAW = {  # whole params files that YAML itself, not a key, must refuse or that must be built as text
     "YES": ("SMALL", "lstm: {family: lstm, hidden_size: 4}", "lstm: {family: lstm, hidden_size: yes}"),

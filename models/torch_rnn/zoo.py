@@ -20,6 +20,7 @@ from models.common import ModelError, length_batches
 from models.prefix_tree import Stepper
 from models.torch_rnn.cells import ManualLSTM, ManualRNN, stable_bce
 from models.torch_rnn.layers import PackedRecurrent, PerSequenceRNN
+from models.torch_rnn.linear_rnn import DiagonalLinearRNN
 
 MODEL_KEYS = ("family", "hidden_size", "num_layers", "init")  # what build() needs
 
@@ -28,11 +29,12 @@ MODEL_KEYS = ("family", "hidden_size", "num_layers", "init")  # what build() nee
 class RNNConfig:
     """A parity model's shape: what build() needs, and what model.pt stores beside the weights."""
 
-    family: str  # rnn_packed, rnn_per_sequence, manual_rnn, manual_rnn_bce, manual_lstm, lstm, gru
+    family: str  # rnn_packed, rnn_per_sequence, manual_rnn, manual_rnn_bce, manual_lstm, lstm, gru,
+    # diag_linear, diag_linear_neg
     hidden_size: int = 8  # 8 units are plenty for a 2-state automaton
     num_layers: int = 1  # stacked layers (library layers only; the hand-written cells have one)
     init: str = "default"  # the library's own init, or xavier_uniform / orthogonal for every matrix
-SINGLE_LAYER = ("manual_rnn", "manual_rnn_bce", "manual_lstm")
+SINGLE_LAYER = ("manual_rnn", "manual_rnn_bce", "manual_lstm", "diag_linear", "diag_linear_neg")
 
 
 class SeqSetLike(Protocol):
@@ -61,6 +63,8 @@ def build(family: str, hidden_size: int = 8, num_layers: int = 1, init: str = "d
         "manual_lstm": lambda: ManualLSTM(hidden_size),
         "lstm": lambda: PackedRecurrent("lstm", hidden_size, num_layers),
         "gru": lambda: PackedRecurrent("gru", hidden_size, num_layers),
+        "diag_linear": lambda: DiagonalLinearRNN(hidden_size, negative=False),
+        "diag_linear_neg": lambda: DiagonalLinearRNN(hidden_size, negative=True),
     }
     if family not in makers:
         raise ModelError(f"unknown torch family {family!r} (allowed: {', '.join(makers)})")

@@ -48,7 +48,7 @@ HEADER = """\
 # files it reads, and the params keys it reads. (Stages are written out one by one, not as
 # DVC foreach, since each has its own deps; DVC keeps '@' for foreach, so names use '-'.)
 # The pipeline: generate-DATASET -> train-VARIANT -> evaluate-VARIANT, certify-VARIANT -> report,
-#               seeds-VARIANT -> report, xor -> report.
+#               seeds-VARIANT -> report, fixedlen-PART -> report, xor -> report.
 """
 # Training keys that cannot change a trained model (a resumed run is bit-identical).
 NOT_RESULT_KEYS = ("checkpoint_every",)
@@ -204,6 +204,47 @@ def xor_stage(params: Params) -> dict[str, Any]:
     return {"xor": _stage("python -m stages xor", "xor", _data([paths.XOR_GATE]), keys, outs, metrics)}
 
 
+# The training keys the fixed-length study sets itself (stages/pipeline/fixed_length.py train_one).
+STUDY_SETS = ("train_bucket", "val_bucket", "probe_bucket", "probe_count", "max_steps", "eval_every",
+              "patience", "contraction_weight", "contraction_rho")
+STUDY_KEYS = {  # fixed_length.* keys each part reads
+    "cells": ("variant", "lengths", "seeds", "max_steps", "eval_every", "patience", "train_count", "eval_count",
+              "long_min", "long_max", "signal_train_batches", "signal_steps", "signal_exact_max"),
+    "signal": ("variant", "lengths", "seeds", "signal_batches", "signal_exact_max"),
+    "mixing": ("variant", "mix_seeds", "max_steps", "eval_every", "patience", "train_count", "eval_count",
+               "long_min", "long_max", "mix_length", "mix_short_max", "mix_fractions", "mix_buckets"),
+}
+
+
+def fixed_length_stages(params: Params) -> dict[str, Any]:
+    """``fixedlen-cells``, ``fixedlen-signal``, ``fixedlen-mixing``: one process each (a cell takes
+    seconds; a process per cell would spend more on starting torch than on the cell)."""
+    study = params.fixed_length
+    if study is None:
+        return {}
+    trains = [k for k in training_keys(params, study.variant) if k.split(".")[1] not in STUDY_SETS]
+    stages = {}
+    for part, keys in STUDY_KEYS.items():
+        reads = (["training.batch_size"] if "training.batch_size" in trains else []) if part == "signal" else trains
+        names = ["device", "threads", "data.seed", f"variants.{study.variant}", *reads,
+                 *(["evaluate.max_batch_bits"] if part != "signal" else []), *(f"fixed_length.{k}" for k in keys)]
+        outs = [_kept(paths.fixedlen_table(part), cache_it=False)]
+        if part == "cells":
+            outs.append(_kept(paths.fixedlen_signal_training(), cache_it=False))
+        stages[f"fixedlen-{part}"] = _stage(
+            f"python -m stages fixedlen {part}", "fixed_length", _data(study.mix_buckets if part == "mixing" else []),
+            names, outs, [_kept(paths.fixedlen_metrics(part), cache_it=False)])
+    return stages
+
+
+def fixed_length_files(params: Params) -> list[Path]:
+    """What the study's stages write (the report reads them all)."""
+    if params.fixed_length is None:
+        return []
+    return [*(f(p) for p in STUDY_KEYS for f in (paths.fixedlen_table, paths.fixedlen_metrics)),
+            paths.fixedlen_signal_training()]
+
+
 def report_stage(params: Params) -> dict[str, Any]:
     files: list[Path] = []
     for n, v in params.variants.items():
@@ -212,19 +253,27 @@ def report_stage(params: Params) -> dict[str, Any]:
         files += ([paths.eval_plot(n), paths.eval_detail(n), paths.certificate(n)]
                   if not isinstance(v, XorVariant) else [])
     files += [paths.seeds_metrics(n) for n in params.seeds.variants]
+    files += fixed_length_files(params)
     lengths = [f"data.buckets.{b}.{k}" for b in params.data.buckets for k in ("min_len", "max_len")]
     return {"report": _stage("python -m stages report", "report", [str(f) for f in files],
-                             [*lengths, "training", "variants", "seeds"],
+                             [*lengths, "training", "variants", "seeds",
+                              *(["fixed_length"] if params.fixed_length is not None else [])],
                              [{str(paths.REPORT): {"cache": False, "persist": True}}])}
 
 
 def plots(params: Params) -> list[dict[str, Any]]:
-    """Accuracy against length for the default parity variants, and their training curves."""
+    """Accuracy against length for the default parity variants, their training curves, and the
+    fixed-length study's gradient signal against length (a straight line on log10)."""
+    study = [{"fixedlen_signal": {"template": "scatter", "x": "length",
+                                  "y": {str(paths.fixedlen_table("signal")): "log10_snr"},
+                                  "x_label": "string length L (every string of the training set)",
+                                  "y_label": "log10 gradient signal-to-noise at initialisation"}}
+             ] if params.fixed_length is not None else []
     parity = [n for n, v in params.variants.items()
               if isinstance(v, ParityVariant) and v.preset == "default" and not v.training.model_fields_set]
     if not parity:
-        return []
-    return [
+        return study
+    return study + [
         {"accuracy_vs_length": {"template": "log_x_by_variant", "x": "length",  # .dvc/plots/
                                 "y": {str(paths.eval_plot(n)): "accuracy" for n in parity},
                                 "x_label": "sequence length (log scale)", "y_label": "accuracy"}},
@@ -245,7 +294,7 @@ def pipeline(params: Params, raw: dict[str, Any]) -> dict[str, Any]:
             stages |= train_stages(params, name, v)
     for name in params.seeds.variants:
         stages |= seeds_stage(params, name)
-    stages |= xor_stage(params) | report_stage(params)
+    stages |= fixed_length_stages(params) | xor_stage(params) | report_stage(params)
     out: dict[str, Any] = {"stages": stages}
     if p := plots(params):
         out["plots"] = p
@@ -258,7 +307,7 @@ def read(params_path: str | Path = "params.yaml") -> tuple[Params, dict[str, Any
     return params, yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
 
 
-OURS = ("generate", "train", "evaluate", "certify", "seeds", "xor", "report")  # stage names this module writes
+OURS = ("generate", "train", "evaluate", "certify", "seeds", "fixedlen", "xor", "report")  # stage names this module writes
 
 
 def ours(stage: str) -> bool:

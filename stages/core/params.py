@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from stages.core.buckets import BUCKET_KINDS, Bucket, Data
 from stages.core.errors import UserError
+from stages.core.fixed_length import FixedLength
 from stages.core.schema import (
     MAX_BATCH,
     MAX_HIDDEN,
@@ -40,6 +41,8 @@ PARITY_FAMILIES = (
     "manual_lstm",  # hand-written LSTM cell on a masked batch
     "lstm",  # nn.LSTM
     "gru",  # nn.GRU
+    "diag_linear",  # diagonal linear RNN, input-dependent transition in [0, 1] (models/torch_rnn/linear_rnn.py)
+    "diag_linear_neg",  # the same with the transition in [-1, 1] (Grazzi et al. 2025)
     "keras_lstm",  # keras.layers.LSTM with masking (TensorFlow)
 )
 KERAS_PARITY = ("keras_lstm",)  # parity families built with Keras (the rest are torch)
@@ -150,7 +153,7 @@ class ParityVariant(Strict):
 
     @model_validator(mode="after")
     def _one_layer_cells(self) -> ParityVariant:
-        if self.family.startswith("manual_") and self.num_layers != 1:
+        if self.family.startswith(("manual_", "diag_linear")) and self.num_layers != 1:
             raise ValueError(f"num_layers={self.num_layers}: the hand-written cells ({self.family}) have "
                              "one layer (allowed: 1; use lstm, gru or rnn_packed for stacked layers)")
         return self
@@ -246,6 +249,7 @@ class Params(Strict):
     evaluate: Evaluate = Evaluate()
     seeds: Seeds = Seeds()
     check: Check = Check()
+    fixed_length: FixedLength | None = None  # the fixed-length study (stages fixedlen-*); null: none
 
     @model_validator(mode="after")
     def _cross_check(self) -> Params:
@@ -268,7 +272,17 @@ class Params(Strict):
             if name not in torch_parity:
                 raise ValueError(f"seeds.variants: {name!r} is not a torch parity variant "
                                  f"(allowed: {', '.join(torch_parity) or 'none: no torch parity variant'})")
+        fixed = self.fixed_length
+        if fixed is not None and fixed.variant not in torch_parity:
+            raise ValueError(f"fixed_length.variant: {fixed.variant!r} is not a torch parity variant "
+                             f"(allowed: {', '.join(torch_parity) or 'none: no torch parity variant'})")
+        for b in fixed.mix_buckets if fixed is not None else []:
+            if b not in buckets:
+                raise ValueError(f"fixed_length.mix_buckets: unknown bucket {short(b)} (allowed: {allowed})")
         for name, v in self.variants.items():
+            if getattr(v, "family", "").startswith("diag_linear") and resolved_training(self, name)["contraction_weight"]:
+                raise ValueError(f"variants.{name}: the contraction phase has no {v.family} form (set "
+                                 f"variants.{name}.training.contraction_weight: 0)")
             if not NAME.match(name) or len(name) > MAX_NAME:
                 raise ValueError(f"variants.{short(name)}: a name must match [a-z][a-z0-9_]* "
                                  f"and have at most {MAX_NAME} characters")

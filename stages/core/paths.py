@@ -76,3 +76,21 @@ def certificate(variant: str) -> Path:
 def certify_metrics(variant: str) -> Path:
     """Whether it is certified, and its margins (DVC metrics, so the gate sees a lost proof)."""
     return ARTIFACTS / "metrics" / f"certify_{variant}.json"
+
+
+FIXEDLEN = ARTIFACTS / "fixedlen"  # the fixed-length study (stages fixedlen-*)
+
+
+def fixedlen_table(part: str) -> Path:
+    """One row per run of study part ``part`` (cells, signal or mixing)."""
+    return FIXEDLEN / f"{part}.csv"
+
+
+def fixedlen_metrics(part: str) -> Path:
+    """The part's summary (DVC metrics)."""
+    return ARTIFACTS / "metrics" / f"fixedlen_{part}.json"
+
+
+def fixedlen_signal_training() -> Path:
+    """The gradient signal measured along each cell's training (written by fixedlen-cells)."""
+    return FIXEDLEN / "signal_training.csv"

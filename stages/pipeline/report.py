@@ -4,6 +4,8 @@ Reads every variant's outputs of the train and evaluate stages (stages/report/in
 - ``summary.csv`` / ``summary.md``: parity variants: settings, steps to 100%, accuracy per bucket with n and 95% CI
 - ``xor_study.csv`` / ``xor_study.md``: XOR shapes: epochs to 100% over seeds beside the original single run
 - ``accuracy_vs_length.png``, ``training_curves.png``, ``xor_epochs.png``
+- ``fixed_length.png`` and a section answering the request's question, from the fixed-length study
+  (stages fixedlen-*, stages/report/fixed_length.py), when params.yaml has one
 - ``index.md``: all of it on one page with a short reading generated from the numbers
 The folder is built in a temporary directory and renamed into place; the same inputs give
 byte-identical files (no timestamps, no version stamps).
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from stages.core import files as sio
 from stages.core.params import load_params
+from stages.report.fixed_length import Study, load_study
 from stages.report.inputs import Inputs, load_inputs
 
 FIGURES = {
@@ -27,15 +30,16 @@ FIGURES = {
 def main(params_path: str = "params.yaml", artifacts: str = "artifacts") -> None:
     params = load_params(params_path)
     inputs = load_inputs(params, Path(artifacts))  # every input checked before anything is drawn
+    study = load_study(params, Path(artifacts))
     target = Path(artifacts) / "report"
     with sio.atomic_path(target, is_dir=True) as tmp:
-        write_report(inputs, tmp)
+        write_report(inputs, tmp, study)
     print(f"report: {len(inputs.parity)} parity variants, {len(inputs.xor)} XOR shapes -> {target}/index.md")
 
 
-def write_report(inputs: Inputs, out: Path) -> None:
+def write_report(inputs: Inputs, out: Path, study: Study | None = None) -> None:
     """Write every report file into the existing folder ``out``."""
-    from stages.report import plots, tables
+    from stages.report import fixed_length, plots, tables
 
     if inputs.parity:
         _write_csv(tables.summary_frame(inputs), out / "summary.csv")
@@ -46,16 +50,18 @@ def write_report(inputs: Inputs, out: Path) -> None:
         _write_csv(tables.xor_frame(inputs), out / "xor_study.csv")
         (out / "xor_study.md").write_text("# XOR gate study\n\n" + tables.xor_markdown(inputs))
         plots.xor_epochs(inputs, out / "xor_epochs.png")
-    (out / "index.md").write_text(index_page(inputs))
+    if study is not None:
+        fixed_length.figure(study, out / fixed_length.FIGURE)
+    (out / "index.md").write_text(index_page(inputs, study))
 
 
 def _write_csv(frame, path: Path) -> None:
     frame.to_csv(path, index=False, lineterminator="\n")
 
 
-def index_page(inputs: Inputs) -> str:
+def index_page(inputs: Inputs, study: Study | None = None) -> str:
     """The one page: generated reading, figures (relative links) and tables."""
-    from stages.report import tables
+    from stages.report import fixed_length, tables
     from stages.report.text import parity_reading, xor_reading
 
     parts = ["# paritylab report\n",
@@ -93,6 +99,10 @@ def index_page(inputs: Inputs) -> str:
             "judged on whole held-out buckets (stages `seeds-VARIANT`): how many seeds get every sequence right.\n",
             tables.seeds_markdown(inputs),
         ]
+    if study is not None:
+        parts.append(fixed_length.section(study))
+    if linear := fixed_length.linear_rnn_paragraph(inputs):
+        parts.append(linear)
     if inputs.xor:
         parts += [
             "## XOR gate\n",

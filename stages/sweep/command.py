@@ -116,6 +116,7 @@ def _spec(trial: Trial, out: Path, key: str, data: Path, uri: str, parent: str, 
     tags = {P + "sweep": sweep.name, P + "sweep.trial": trial.name, P + "sweep.group": trial.group}
     return {
         "name": trial.name, "dir": str(out / "trials" / trial.name), "variant": trial.variant, "key": key,
+        "study": list(trial.study),
         "data": str(data), "code_root": str(CODE_ROOT), "timeout_s": sweep.trial_timeout_s,
         "env": {"MLFLOW_TRACKING_URI": uri, "PARITYLAB_PARENT_RUN_ID": parent,
                 "PARITYLAB_EXTRA_TAGS": json.dumps(tags, sort_keys=True)},

@@ -39,6 +39,7 @@ class Trial:
     problem: str  # MLflow experiment of the variant: "parity" or "xor-gate"
     values: dict[str, Any]  # searched key -> value, in the sweep file's order
     params_text: str  # the trial's params.yaml
+    study: tuple[str, ...] = ()  # fixed-length study parts it runs instead of train and evaluate
 
 
 def _draw(dim: Dimension, rng: random.Random) -> Any:
@@ -94,6 +95,13 @@ def _trial_doc(base: dict[str, Any], sweep: Sweep, group: str, variant: str,
             set_dotted(doc, key, value, variant)
     doc["variants"] = {variant: doc["variants"][variant]}  # a trial trains its variant only
     doc.pop("seeds", None)  # and runs no seeds check: the sweep's own seeds are its trials
+    if not sweep.groups[group].study:
+        doc.pop("fixed_length", None)  # nor the fixed-length study, unless that is what it runs
+    elif not isinstance(doc.get("fixed_length"), dict):
+        raise SweepError("its group runs the fixed-length study, but the params file has no fixed_length "
+                         "section (add one: see params.yaml)")
+    else:
+        doc["fixed_length"]["variant"] = variant
     return doc
 
 
@@ -139,11 +147,12 @@ def plan(sweep: Sweep, sweep_file: str | Path, params_file: str | Path) -> list[
                 doc = _trial_doc(base, sweep, group, variant, values)
             except SweepError as e:
                 raise SweepError(f"{where}: {e}") from None
-            text = f"# Trial {name} of sweep {sweep.name} ({sweep_file}), from {params_file}.\n" + \
+            runs = f"; it runs fixedlen {', '.join(g.study)}" if g.study else ""
+            text = f"# Trial {name} of sweep {sweep.name} ({sweep_file}), from {params_file}{runs}.\n" + \
                 yaml.safe_dump(doc, sort_keys=False)
             params = _validate(text, where)
             problem = "xor-gate" if isinstance(params.variants[variant], XorVariant) else "parity"
-            trial = Trial(name, group, variant, problem, values, text)
+            trial = Trial(name, group, variant, problem, values, text, tuple(g.study))
             if trials.setdefault(name, trial) != trial:
                 raise SweepError(f"{where}: two trials with one name and different params")
     return list(trials.values())

@@ -75,6 +75,9 @@ class Group(Strict):
     variants: Annotated[list[str], Field(min_length=1)]  # names under `variants:` in params.yaml
     overrides: dict[str, Any] = {}  # dotted key -> value for this group's trials (after the sweep's)
     space: dict[str, Dimension] = {}  # dotted key -> grid or distribution
+    # Parts of the fixed-length study (params.yaml fixed_length, stages fixedlen-PART) each trial
+    # runs for its variant, instead of train and evaluate; [] = train and evaluate.
+    study: list[Literal["cells", "signal", "mixing"]] = []
 
 
 class Resources(Strict):

@@ -6,6 +6,7 @@ trial spec is a plain dict::
 
     {"name": "lstm-seed=1", "dir": "/abs/artifacts/sweeps/smoke/trials/lstm-seed=1",
      "variant": "lstm", "key": "<sha256>", "data": "/abs/data", "code_root": "/abs/repo",
+     "study": [] (or fixed-length study parts, e.g. ["cells"], run instead of train and evaluate),
      "timeout_s": 3600 or None, "env": {"MLFLOW_TRACKING_URI": ..., "PARITYLAB_PARENT_RUN_ID": ...}}
 
 Outcome files in the trial folder: ``result.json`` (status ok, the cache key, the stage
@@ -70,15 +71,18 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-# The pipeline's own commands, `python -m stages train|evaluate VARIANT --params params.yaml`,
-# run one after the other in one interpreter: starting Python, torch and MLflow twice would
-# double a short trial's time. A marker line before each says which stage a failure is in.
+# The pipeline's own commands, `python -m stages train|evaluate VARIANT --params params.yaml`
+# (or `fixedlen PART` for a stage given as "fixedlen:PART"), run one after the other in one
+# interpreter: starting Python, torch and MLflow twice would double a short trial's time. A
+# marker line before each says which stage a failure is in.
 RUNNER = """
 import sys
 from stages.__main__ import cli
 for stage in sys.argv[2:]:
     print(f"== stage {stage} ==", flush=True)
-    cli([stage, sys.argv[1], "--params", "params.yaml"], prog_name="python -m stages", standalone_mode=False)
+    command, _, part = stage.partition(":")
+    cli([command, part or sys.argv[1], "--params", "params.yaml"], prog_name="python -m stages",
+        standalone_mode=False)
 """
 
 
@@ -91,7 +95,8 @@ def _run_stages(spec: dict[str, Any], deadline: float | None) -> dict[str, Any] 
     """Train and evaluate the trial's variant in its folder; None on success, else the failure."""
     trial = Path(spec["dir"])
     log = trial / "logs" / "stages.log"
-    cmd = [sys.executable, "-c", RUNNER, spec["variant"], *STAGES]
+    stages = [f"fixedlen:{p}" for p in spec.get("study", [])] or list(STAGES)
+    cmd = [sys.executable, "-c", RUNNER, spec["variant"], *stages]
     timeout = None if deadline is None else max(deadline - time.monotonic(), 1.0)
     with open(log, "w") as out:
         try:
@@ -105,9 +110,12 @@ def _run_stages(spec: dict[str, Any], deadline: float | None) -> dict[str, Any] 
     return None
 
 
-def _metrics(trial: Path, variant: str) -> dict[str, Any]:
-    """The stage outputs a sweep compares: training summary and evaluation metrics."""
+def _metrics(trial: Path, variant: str, study: list[str] = ()) -> dict[str, Any]:
+    """The stage outputs a sweep compares: training summary and evaluation metrics, or the
+    study parts' metrics (artifacts/metrics/fixedlen_PART.json)."""
     art = trial / "artifacts"
+    if study:
+        return {"fixedlen": {p: json.loads((art / "metrics" / f"fixedlen_{p}.json").read_text()) for p in study}}
     return {
         "train": json.loads((art / "train" / f"{variant}.json").read_text()),
         "eval": json.loads((art / "metrics" / f"{variant}.json").read_text()),
@@ -131,7 +139,8 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
         failure = _run_stages(spec, deadline)
         if failure is None:
             try:
-                outcome = {"status": "ok", "key": spec["key"], "metrics": _metrics(trial, spec["variant"])}
+                outcome = {"status": "ok", "key": spec["key"], "metrics": _metrics(trial, spec["variant"],
+                                                                                spec.get("study", []))}
             except (OSError, ValueError) as e:
                 failure = {"stage": "collect", "returncode": None, "error": f"{type(e).__name__}: {e}"}
         if failure is not None:
