@@ -23,7 +23,7 @@ SEQS = exhaustive_seqs(9)  # 1,022 sequences
 
 @pytest.mark.parametrize(("family", "layers"), [
     ("rnn_packed", 1), ("manual_rnn", 1), ("manual_rnn_bce", 1), ("manual_lstm", 1),
-    ("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 2), ("rnn_packed", 3),
+    ("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 2), ("rnn_packed", 3), ("diag_linear", 1), ("diag_linear_neg", 1),
 ])
 def test_tree_matches_the_forward_pass(family: str, layers: int) -> None:
     torch.manual_seed(3)

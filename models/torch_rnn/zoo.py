@@ -201,7 +201,18 @@ def stepper(model: nn.Module, device: str = "cpu") -> Stepper | None:
 
         zero = np.zeros((1, layers, size), np.float32)
         return Stepper(lambda: (zero,) * (2 if pair else 1), step, readout)
-    cell = model  # ManualRNN or ManualLSTM: state (h,) or (h, c), each (B, H)
+    if isinstance(model, DiagonalLinearRNN):
+        def linear_step(state: tuple[np.ndarray, ...], bit: float) -> tuple[np.ndarray, ...]:
+            with torch.inference_mode():
+                h = torch.as_tensor(state[0], device=device)
+                return (model.step(h, h.new_full((len(h), 1), bit)).cpu().numpy(),)
+
+        with torch.inference_mode():
+            first = model.start.detach().cpu().numpy()[None]
+        return Stepper(lambda: (first,), linear_step, _readout(model, device))
+    if not isinstance(model, (ManualRNN, ManualLSTM)):
+        return None
+    cell = model  # state (h,) or (h, c), each (B, H)
 
     def cell_step(state: tuple[np.ndarray, ...], bit: float) -> tuple[np.ndarray, ...]:
         with torch.inference_mode():
@@ -209,9 +220,13 @@ def stepper(model: nn.Module, device: str = "cpu") -> Stepper | None:
             new = cell.step(cell.project(bit), s if len(s) == 2 else s[0])
         return tuple(t.cpu().numpy() for t in (new if isinstance(new, tuple) else (new,)))
 
-    def cell_readout(state: tuple[np.ndarray, ...]) -> np.ndarray:
-        with torch.inference_mode():
-            return cell.readout(torch.as_tensor(state[0], device=device)).squeeze(-1).cpu().numpy()
-
     zero = np.zeros((1, cell.hidden_size), np.float32)
-    return Stepper(lambda: (zero,) * (2 if isinstance(cell, ManualLSTM) else 1), cell_step, cell_readout)
+    return Stepper(lambda: (zero,) * (2 if isinstance(cell, ManualLSTM) else 1), cell_step, _readout(cell, device))
+
+
+def _readout(model: nn.Module, device: str) -> Callable[[tuple[np.ndarray, ...]], np.ndarray]:
+    """Logits of a batch of states (h first) through the model's readout Linear."""
+    def readout(state: tuple[np.ndarray, ...]) -> np.ndarray:
+        with torch.inference_mode():
+            return model.readout(torch.as_tensor(state[0], device=device)).squeeze(-1).cpu().numpy()
+    return readout
