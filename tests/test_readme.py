@@ -35,6 +35,7 @@ SKIP = {
     "RAY_ADDRESS=ray://head:10001": "needs a Ray cluster",
     "mlflow server --backend-store-uri postgresql://": "needs PostgreSQL and S3; .ci/mlflow_postgres.sh runs it",
     "export MLFLOW_TRACKING_URI=http://mlflow-host:5000": "names a placeholder server",
+    "curl -s http://127.0.0.1:5000/": "needs `make ui` running; tests/test_ui.py asks a real server the same",
 }
 MAY_FAIL = {"python -m stages check": (0, 1)}  # 1 = a metric regressed: the gate's answer, not a crash
 
