@@ -282,8 +282,11 @@ def test_ctrl_c_during_generate_exits_130_and_leaves_no_temporary(tmp_path: Path
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(5):  # on a loaded machine the signal can land after the write: try again
         _old_big(tmp_path, BIG | {"count": 400})
+        # SIGINT as a terminal gives it: a test run in the background (`make test &`, nohup) starts
+        # with SIGINT ignored, which Python and its children respect
         proc = subprocess.Popen([sys.executable, "-m", "stages", "generate", "big"], cwd=tmp_path, env=env,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         while not list(tmp_path.glob("data/.big.npz.tmp-*")) and proc.poll() is None:
             time.sleep(0.001)  # until it writes its output
         proc.send_signal(signal.SIGINT)
