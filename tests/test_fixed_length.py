@@ -212,3 +212,14 @@ def test_a_study_trial_runs_its_part_and_collects_its_metrics(tmp_path: Path, da
     outcome = execute(spec)
     assert outcome["status"] == "ok", outcome
     assert outcome["metrics"]["fixedlen"]["signal"]["lengths"]["L1"]["measured"] == 1
+
+
+def test_the_committed_full_size_sweep_plans_against_params_yaml() -> None:
+    """sweeps/fixed_length.yaml (hours on a Ray cluster, never run by the tests) must at least
+    plan: every trial's params file validates against the live params.yaml."""
+    from stages.sweep.plan import plan
+    from stages.sweep.schema import load_sweep
+
+    sweep = ROOT / "sweeps" / "fixed_length.yaml"
+    trials = plan(load_sweep(sweep), sweep, ROOT / "params.yaml")
+    assert len(trials) > 10

@@ -33,7 +33,7 @@ SKIP = {
     "python -m stages sweep sweeps/smoke.yaml": "~2 minutes on the full params; tests/test_sweep.py runs a tiny sweep",
     "python -m stages sweep sweeps/study.yaml --address auto": "needs a Ray cluster (test_sweep: refused when none)",
     "RAY_ADDRESS=ray://head:10001": "needs a Ray cluster",
-    "python -m stages sweep sweeps/fixed_length.yaml": "hours of CPU on a Ray cluster; tests/test_fixed_length.py plans it",
+    "python -m stages sweep sweeps/fixed_length.yaml": "hours of CPU on a Ray cluster; tests/test_fixed_length.py plans every trial",
     "mlflow server --backend-store-uri postgresql://": "needs PostgreSQL and S3; .ci/mlflow_postgres.sh runs it",
     "export MLFLOW_TRACKING_URI=http://mlflow-host:5000": "names a placeholder server",
     "curl -s http://127.0.0.1:5000/": "needs `make ui` running; tests/test_ui.py asks a real server the same",
