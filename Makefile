@@ -33,7 +33,7 @@ JOBS ?=
 repro: $(STAMP) ## Run the whole pipeline (dvc repro, independent stages side by side; JOBS=N)
 	$(BIN)/python -m stages repro $(if $(JOBS),--jobs $(JOBS))
 
-test: $(STAMP) ## Run the test suite (about 5 minutes on 2 cores; excludes slow tests)
+test: $(STAMP) ## Run the test suite (5-10 minutes on 2 cores; excludes slow tests)
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP) ## Run every test, slow ones included
