@@ -198,8 +198,9 @@ def _xor_line(run: XorRun) -> str:
         faster = sum(x < orig for x in epochs)
         line += f"; the original single run took {orig:,}, and {faster} of {len(epochs)} seeds were faster"
     if run.config.activation == "linear" and mmin is not None:
-        line += (f". A linear map cannot represent XOR: whatever '100%' it gets rests on outputs within "
-                 f"{mmin:.3g} of the 0.5 threshold")
+        where = ("outputs exactly on the 0.5 threshold at the end (smallest final margin 0)" if mmin == 0
+                 else f"outputs within {mmin:.3g} of the 0.5 threshold")
+        line += f". A linear map cannot represent XOR: whatever '100%' it gets rests on {where}"
         if loss is not None and run.config.loss == "mse":
             line += f" (median final loss {loss:.3f}; answering 0.5 everywhere costs 0.25)"
     elif mmin is not None:
