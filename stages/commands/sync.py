@@ -27,7 +27,7 @@ import yaml
 from stages.core import paths
 from stages.core.errors import UserError
 from stages.core.params import Params, SearchVariant, XorVariant, eval_buckets, load_params, resolved_training
-from stages.tracking.inputs import DataRef, data_refs, data_roles
+from stages.tracking.inputs import DataRef, data_refs, data_roles, md5_of
 from stages.tracking.results import Result, record_missing
 
 KEY_VERSION = 1  # part of every key: raise it when result runs hold more, to record all anew
@@ -114,7 +114,7 @@ def stale(entries: Entries, raw: dict[str, Any], params: Params, name: str, para
                 return f"{key} in {params_path} differs from dvc.lock ({stage})"
     hashes = {p: md5 for e in entries.values() for part in ("deps", "outs") for p, md5 in e[part].items()}
     for path in files_read(params, name):
-        if str(path) in hashes and _md5(path) != hashes[str(path)]:
+        if str(path) in hashes and md5_of(path) != hashes[str(path)]:
             return f"{path} differs from dvc.lock"
     return None
 
@@ -126,13 +126,6 @@ def _lookup(doc: Any, dotted: str) -> Any:
             return KeyError
         doc = doc[part]
     return doc
-
-
-def _md5(path: Path) -> str | None:
-    try:
-        return hashlib.md5(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
 
 
 def files_read(params: Params, name: str) -> list[Path]:

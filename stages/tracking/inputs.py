@@ -93,10 +93,11 @@ def stage_refs(doc: Mapping[str, Any] | None, stage: str, variant: str, read: It
     mine = {b: roles.get(b, "evaluation") for b in read or eval_buckets(params, name)}
     if missing := [str(paths.bucket_meta(b)) for b in mine if not paths.bucket_meta(b).is_file()]:
         return f"{missing[0]} not found"
-    return data_refs(mine, {str(paths.bucket_file(b)): _md5(paths.bucket_file(b)) for b in mine})
+    return data_refs(mine, {str(paths.bucket_file(b)): md5_of(paths.bucket_file(b)) for b in mine})
 
 
-def _md5(path: Path) -> str | None:
+def md5_of(path: Path) -> str | None:
+    """A file's md5 as DVC records it in dvc.lock; None when the file is missing."""
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "md5").hexdigest()
