@@ -110,7 +110,7 @@ from pathlib import Path
 from stages.core.params import load_params
 from stages.pipeline.generate import dataset_names, generate
 data = load_params("params.yaml").data
-for name in dataset_names(data):  # what the generate-NAME stages write
+for name in dataset_names(data):  # what the generate stage writes
     generate(name, data, Path("data"))' 2>/dev/null)
 (cd "$WORK" && MLFLOW_TRACKING_URI=$URI PYTHONPATH=$ROOT timeout -s INT -k 30 900 "$PY" -m stages sweep "sweeps/$NAME")
 

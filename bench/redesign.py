@@ -1,11 +1,13 @@
 """`make repro` from an empty cache at two commits, side by side in one run (issue 18's yardstick).
 
-    .venv/bin/python bench/redesign.py OLD_COMMIT NEW_COMMIT [--plain]
+    .venv/bin/python bench/redesign.py OLD_COMMIT NEW_COMMIT [--plain] [--new-params FILE]
 
 Each commit is exported (`git archive`) into a temporary folder, made a fresh git + DVC
 repository, and rebuilt with `python -m stages repro` (what its `make repro` runs), with its
 own MLflow store and this venv. ``--plain`` also times one-at-a-time `dvc repro` at each.
-Prints seconds and the new/old ratio; writes bench/redesign.json.
+``--new-params`` replaces the new commit's params.yaml (bench/redesign_params.yaml: the old
+commit's computation in the new schema). Prints seconds, the new/old ratio, the stages and
+the optimizer steps trained at each (the same steps: the same work); writes bench/redesign.json.
 """
 
 from __future__ import annotations
@@ -25,14 +27,26 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def export(commit: str, into: Path) -> None:
-    """The commit's tree in ``into``, committed once, with DVC initialised and an empty cache."""
+def export(commit: str, into: Path, params: Path | None = None) -> None:
+    """The commit's tree in ``into`` (with ``params`` as its params.yaml), committed once, with
+    DVC initialised and an empty cache."""
     tar = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         archive.extractall(into, filter="data")
+    if params is not None:
+        (into / "params.yaml").write_bytes(params.read_bytes())
     for args in (["git", "init", "-q"], ["git", "add", "-A"],
                  ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"]):
         subprocess.run(args, cwd=into, check=True, capture_output=True)
+
+
+def work(repo: Path) -> dict[str, int]:
+    """What a rebuild did: its stages and the optimizer steps of every trained variant."""
+    import yaml
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    steps = sum(json.loads(f.read_text()).get("steps") or 0 for f in (repo / "artifacts" / "train").glob("*.json"))
+    return {"stages": len(lock), "train_steps": steps}
 
 
 def timed(args: list[str], cwd: Path) -> float:
@@ -50,22 +64,26 @@ def main() -> None:
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--plain", action="store_true", help="also one-at-a-time `dvc repro`")
+    ap.add_argument("--new-params", type=Path, help="params file for the new commit")
     args = ap.parse_args()
     runs = {"make_repro_s": [str(BIN / "python"), "-m", "stages", "repro"]}
     if args.plain:
         runs["plain_dvc_repro_s"] = [str(BIN / "dvc"), "repro"]
     out: dict[str, dict[str, float]] = {}
+    did: dict[str, dict[str, int]] = {}
     for label, commit in (("old", args.old), ("new", args.new)):
         for key, command in runs.items():
             with tempfile.TemporaryDirectory(prefix=f"paritylab-{label}-") as tmp:
-                export(commit, Path(tmp))
+                export(commit, Path(tmp), args.new_params if label == "new" else None)
                 seconds = timed(command, Path(tmp))
+                did[label] = work(Path(tmp))
             out.setdefault(key, {})[label] = round(seconds, 1)
-            print(f"{label} ({commit[:7]}) {key}: {seconds:.1f} s", flush=True)
+            print(f"{label} ({commit[:7]}) {key}: {seconds:.1f} s; {did[label]}", flush=True)
     for key, v in out.items():
         print(f"{key}: old {v['old']} s, new {v['new']} s, new/old {v['new'] / v['old']:.2f}")
     (ROOT / "bench" / "redesign.json").write_text(json.dumps(
-        {"old": args.old, "new": args.new, "cpus": os.cpu_count(), **out}, indent=2) + "\n")
+        {"old": args.old, "new": args.new, "new_params": str(args.new_params or ""), "cpus": os.cpu_count(),
+         "work": did, **out}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def random_seqs(n: int, lo: int, hi: int, seed: int = 0) -> SeqSet:
 
 
 def generate_data(data: Data, out: Path) -> None:
-    """Every dataset of ``data`` into ``out``, as the generate-NAME stages write them."""
+    """Every dataset of ``data`` into ``out``, as the generate stage writes them."""
     from stages.pipeline.generate import dataset_names, generate
 
     out.mkdir(parents=True, exist_ok=True)

@@ -116,9 +116,9 @@ DAMAGED = [
     ("model_pt_truncated", lambda: MODEL.write_bytes(MODEL.read_bytes()[:500]), ["evaluate", "lstm"],
      ["artifacts/models/lstm/model.pt", "unreadable", "train-lstm"]),
     ("manifest_without_sha256", lambda: _edit_manifest("train", _no_sha256), ["train", "lstm"],
-     ["data/train.json", "no 'sha256'", "dvc repro generate-train"]),
+     ["data/train.json", "no 'sha256'", "dvc repro generate` (it writes train)"]),
     ("manifest_not_utf8", lambda: _edit_manifest("val", lambda raw: b"\xe9" + raw), ["data", "val"],
-     ["data/val.json", "dvc repro generate-val"]),
+     ["data/val.json", "dvc repro generate` (it writes val)"]),
 ]
 
 

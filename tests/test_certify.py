@@ -119,6 +119,22 @@ def test_step_equations_match_keras() -> None:
     assert np.abs(got - want).max() < 1e-4
 
 
+def test_weights_read_from_the_keras_file_are_get_weights(tmp_path: Path) -> None:
+    """The certify stage reads a .keras file's arrays without TensorFlow; they must be, in order,
+    what the loaded model's get_weights() gives (the models' own save, the models' own layer names)."""
+    pytest.importorskip("keras")
+    from types import SimpleNamespace
+
+    from models.keras_lstm import model as keras_lstm
+    from stages.pipeline.certify import keras_arrays
+
+    model = keras_lstm.build(SimpleNamespace(hidden_size=3, num_layers=1, init="default"))
+    keras_lstm.save(model, {}, tmp_path)
+    got, want = keras_arrays(tmp_path / keras_lstm.MODEL_FILE), model.get_weights()
+    assert [a.shape for a in got] == [a.shape for a in want]
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
 # ----------------------------------------------------------------------------- real contraction-trained nets
 
 # Weights of nets trained by the pipeline's own trainer with the contraction phase (seed 0, and

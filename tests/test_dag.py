@@ -59,7 +59,10 @@ def test_stages_read_only_their_own_params_and_buckets() -> None:
     assert not any(p.startswith("training") for p in STAGES["xor"]["params"])
     keras = STAGES["evaluate-keras_lstm"]["deps"]
     assert "data/len_1000000.npz" not in keras  # keras_lstm narrows its eval_buckets
-    assert STAGES["generate-val"]["params"] == ["data.seed", "data.buckets.val", "data.buckets.train"]
+    assert STAGES["generate"]["params"] == ["data.seed", "data.buckets"]
+    assert STAGES["certify"]["params"] == [f"variants.{n}.family" for n, v in PARAMS.variants.items()
+                                           if v.family != "xor_mlp"]  # the family only: the weights say the rest
+    assert not any(d.startswith(("models/", "stages/pipeline/evaluate")) for d in STAGES["certify"]["deps"])
 
 
 def test_closure_follows_lazy_imports_and_skips_tracking(tmp_path: Path) -> None:

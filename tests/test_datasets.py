@@ -146,14 +146,14 @@ def test_load_detects_damaged_files(data_dir: Path, tmp_path: Path, damage: str)
         path.write_bytes(raw[:-100] + bytes([raw[-100] ^ 1]) + raw[-99:])
     else:
         path.unlink()
-    with pytest.raises(DataError, match="dvc repro generate-len_50_100") as err:
+    with pytest.raises(DataError, match=r"run `dvc repro generate` \(it writes len_50_100\)") as err:
         load_bucket("len_50_100", folder)
     assert "len_50_100.npz" in str(err.value) and "\n" not in str(err.value)
     assert len(load_bucket("train", folder)) == 3000  # the others still load
 
 
 def test_missing_manifest_entry_and_unknown_bucket(data_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"train.json not found \(datasets in .*: none\); run `dvc repro generate-train`"):
+    with pytest.raises(DataError, match=r"train.json not found \(datasets in .*: none\); run `dvc repro generate` \(it writes train\)"):
         load_bucket("train", tmp_path)
     with pytest.raises(DataError, match=r"unknown dataset 'nope'.*datasets in .*: len_100000, len_50_100, train"):
         load_bucket("nope", data_dir)

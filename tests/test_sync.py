@@ -50,7 +50,7 @@ def relock(ws: Path) -> None:
     raw = yaml.safe_load((ws / "params.yaml").read_text())
     data = [{"path": f"data/{b}.{ext}", "md5": md5(ws / f"data/{b}.json") if ext == "json" else "0" * 32}
             for b in BUCKETS for ext in ("npz", "json")]
-    stages = {f"{stage}-{VARIANT}": {
+    stages = {stage if stage == "certify" else f"{stage}-{VARIANT}": {  # certify: one stage for all variants
         "cmd": f"python -m stages {stage} {VARIANT}", "deps": data,
         "params": {"params.yaml": {"seed": raw["seed"], f"variants.{VARIANT}": raw["variants"][VARIANT]}},
         "outs": [{"path": p, "md5": md5(ws / p)} for p in outs],
@@ -194,7 +194,7 @@ def test_variant_not_reproduced_is_skipped(ws: Path, edit: str, capsys: pytest.C
         write(ws / "artifacts/plots/lstm.csv", "length,accuracy,count\n50,0.5,30\n")
     else:
         lock = yaml.safe_load((ws / "dvc.lock").read_text())
-        del lock["stages"][f"certify-{VARIANT}"]
+        del lock["stages"]["certify"]
         (ws / "dvc.lock").write_text(yaml.safe_dump(lock))
     assert sync.main() == []
     assert f"{VARIANT} skipped" in capsys.readouterr().out
@@ -215,6 +215,24 @@ def test_xor_key_is_the_variants_part_of_the_shared_stage() -> None:
         return sync.result_key(sync.variant_entries(lock, params, name))
 
     assert key(3, "b", "c") == key(4, "d", "c") != key(3, "b", "e")
+
+
+def test_certify_key_is_the_variants_part_of_the_shared_stage() -> None:
+    """Another net's model, family or certificate does not change this one's key; its own model does."""
+    params = load_params(ROOT / "tests/params_small.yaml")
+
+    def key(other_model: str, other_family: str, own_model: str) -> str:
+        lock = {"certify": {
+            "cmd": "python -m stages certify",
+            "deps": [{"path": "stages/pipeline/certify.py", "md5": "a"},
+                     {"path": "artifacts/models/lstm", "md5": own_model},
+                     {"path": "artifacts/models/gru", "md5": other_model}],
+            "params": {"params.yaml": {"variants.lstm.family": "lstm", "variants.gru.family": other_family}},
+            "outs": [{"path": "artifacts/certify/lstm.json", "md5": "c"},
+                     {"path": "artifacts/certify/gru.json", "md5": other_model}]}}
+        return sync.result_key(sync.variant_entries(lock, params, "lstm"))
+
+    assert key("b", "gru", "m") == key("d", "lstm", "m") != key("b", "gru", "n")
 
 
 def test_each_variant_kind_logs_its_curves_against_their_own_step() -> None:

@@ -11,7 +11,7 @@ DVC's command line only:
 1. forgets the stages of variants or datasets no longer in params.yaml: their ``dvc.lock``
    entries and their outputs go, so nothing stale is left to compare or report;
 2. asks ``dvc status --json`` which stages changed; they and every stage downstream of them
-   are to run (one whose inputs come out bit-identical is skipped by DVC as usual);
+   are to run, except those whose inputs all come out bit-identical (not even started);
 3. starts each as ``dvc repro --single-item STAGE`` once the stages it depends on finished,
    at most ``jobs`` at a time, each stopped after ``timeout_s``;
 4. runs a plain ``dvc repro``, which finds nothing left: the end state, and every hash in
@@ -80,8 +80,9 @@ def prune(stages: dict[str, Any], lock: Path = Path("dvc.lock")) -> tuple[list[s
 
     A stage not in ``stages`` loses its dvc.lock entry; every output dvc.lock records that
     no current stage writes is deleted: those of dropped stages, and those a shared stage
-    (``xor``, one output set per XOR variant) no longer declares. A stage whose outputs
-    changed keeps its entry: DVC sees the change and reruns it.
+    (``xor``, ``certify``: one output set per variant) no longer declares. Such a shared stage
+    loses its entry too, so it runs again: DVC does not see a dependency, parameter or output
+    taken out of a stage as a change, and its dvc.lock entry would keep naming them.
     """
     if not lock.is_file():
         return [], []
@@ -89,11 +90,15 @@ def prune(stages: dict[str, Any], lock: Path = Path("dvc.lock")) -> tuple[list[s
     entries = doc.get("stages", {})
     gone = [name for name in entries if name not in stages]
     kept = set(upstream_outputs(stages))  # a stage renamed, not removed, keeps its outputs
-    stale = []
+    stale, gone_too = [], set()
     for name, entry in entries.items():
         for out in entry.get("outs", []):
             path = Path(out["path"])
-            if out["path"] in kept or not (path.exists() or path.is_symlink()):
+            if out["path"] in kept:
+                continue
+            if name in stages:
+                gone_too.add(name)
+            if not (path.exists() or path.is_symlink()):
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -102,9 +107,9 @@ def prune(stages: dict[str, Any], lock: Path = Path("dvc.lock")) -> tuple[list[s
             _unignore(path)
             if name in stages:
                 stale.append(out["path"])
-    for name in gone:
+    for name in [*gone, *gone_too]:
         del entries[name]
-    if gone:
+    if gone or gone_too:
         from stages.core.files import write_text
 
         write_text(lock, yaml.safe_dump(doc, sort_keys=False))
@@ -196,14 +201,45 @@ def _finished(name: str, proc: subprocess.Popen, began: float, timeout_s: float)
     return proc.returncode == 0
 
 
-def run_all(order: list[str], needs: dict[str, set[str]], jobs: int, timeout_s: float) -> list[str]:
-    """Run ``order`` by its dependencies, ``jobs`` at a time; -> the stages that failed."""
+def locked_outs(lock: Path = Path("dvc.lock")) -> dict[str, str] | None:
+    """Output path -> its hash as dvc.lock records it; None when the file cannot be read whole
+    (DVC may be writing it: the caller then assumes every output changed)."""
+    try:
+        doc = yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        return {o["path"]: o.get("md5") for e in doc["stages"].values() for o in e.get("outs") or []}
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def run_all(order: list[str], needs: dict[str, set[str]], jobs: int, timeout_s: float,
+            changed_now: set[str] | None = None, reads: dict[str, set[str]] | None = None) -> list[str]:
+    """Run ``order`` by its dependencies, ``jobs`` at a time; -> the stages that failed.
+
+    A stage not in ``changed_now`` (what ``dvc status`` reported; None: run every stage) runs
+    only if a file it ``reads`` (its deps in dvc.yaml) came out of an earlier stage changed: one
+    whose inputs are all bit-identical is up to date, as DVC would find after seconds of
+    starting up. (An edit to one bucket reruns ``generate``, which rewrites every dataset,
+    and then only the stages that read that bucket.)
+    """
     waiting_on = {s: sum(s in deps for deps in needs.values()) for s in needs}  # run those first
     pending, done, failed = list(order), set(), []
+    reads = reads or {}
+    before, moved = locked_outs(), set()  # moved: outputs written with a new hash
+
+    def stale(stage: str) -> bool:
+        return changed_now is None or stage in changed_now or before is None or bool(reads.get(stage, set()) & moved)
+
     running: dict[str, tuple[subprocess.Popen, threading.Thread, float]] = {}
     try:
         while running or (pending and not failed):
             ready = [s for s in pending if needs[s] <= done] if not failed else []
+            for name in [s for s in ready if not stale(s)]:
+                pending.remove(name)
+                done.add(name)
+                click.echo(f"{name}: up to date, its inputs came out unchanged ({len(done)}/{len(order)})")
+            ready = [s for s in ready if s not in done]
             for name in sorted(ready, key=lambda s: -waiting_on[s])[: jobs - len(running)]:
                 pending.remove(name)
                 running[name] = _start(["--wait-for-lock", "repro", "--single-item", name], name)
@@ -216,6 +252,12 @@ def run_all(order: list[str], needs: dict[str, set[str]], jobs: int, timeout_s: 
                 del running[name]
                 if ok:
                     done.add(name)
+                    if name not in _SKIPPED and before is not None:
+                        after = locked_outs()
+                        if after is None:
+                            before = None  # unreadable: from now on every stage runs (DVC decides)
+                        else:
+                            moved |= {p for p, md5 in after.items() if before.get(p) != md5}
                     took = "up to date, skipped" if name in _SKIPPED else f"finished in {time.perf_counter() - began:.1f} s"
                     click.echo(f"{name}: {took} ({len(done)}/{len(order)})")
                 else:
@@ -254,10 +296,11 @@ def main(jobs: int | None = None, timeout_s: float = 3600.0) -> None:
     if stale:
         click.echo(f"removed {len(stale)} output(s) of variants no longer in params.yaml: {', '.join(stale)}")
     os.environ.setdefault("PARITYLAB_REPRO_ID", f"repro-{uuid.uuid4().hex[:12]}")
-    order, needs = plan(stages, changed())
+    roots = changed()
+    order, needs = plan(stages, set(roots))
     if order:
         click.echo(f"{len(order)} stages to run, {jobs} at a time: {', '.join(order)}")
-    failed = run_all(order, needs, jobs, timeout_s)
+    failed = run_all(order, needs, jobs, timeout_s, roots, {s: set(stages[s].get("deps", [])) for s in order})
     if failed:
         click.echo(f"error: {', '.join(failed)} failed; the stages after them did not run", err=True)
         sys.exit(1)

@@ -69,29 +69,39 @@ def stage_names(params: Params, name: str) -> list[str]:
     if isinstance(params.variants[name], XorVariant):
         return ["xor"]
     seeds = [f"seeds-{name}"] if name in params.seeds.variants else []
-    return [f"train-{name}", f"evaluate-{name}", f"certify-{name}", *seeds]
+    return [f"train-{name}", f"evaluate-{name}", "certify", *seeds]
+
+
+SHARED = ("xor", "certify")  # stages that serve every variant: each variant's result is its part
 
 
 def own_paths(name: str) -> set[str]:
-    """Every output path of the variant (to pick its part of the shared ``xor`` stage)."""
-    funcs = (paths.model_dir, paths.train_metrics, paths.train_curve, paths.eval_metrics, paths.eval_plot)
+    """Every output path of the variant (to pick its part of a shared stage)."""
+    funcs = (paths.model_dir, paths.train_metrics, paths.train_curve, paths.eval_metrics, paths.eval_plot,
+             paths.certificate, paths.certify_metrics)
     return {str(f(name)) for f in funcs}
 
 
+def _own_dep(path: str, mine: set[str]) -> bool:
+    """Whether a shared stage's dep is the variant's: code and data are; of the artifacts, its own."""
+    return not path.startswith(f"{paths.ARTIFACTS}/") or path in mine
+
+
 def variant_entries(lock: dict[str, Any], params: Params, name: str) -> Entries:
-    """The variant's dvc.lock entries as hashes; of a shared stage only its own params and outs."""
+    """The variant's dvc.lock entries as hashes; of a shared stage only its own deps, params and outs."""
     entries: Entries = {}
     for stage in stage_names(params, name):
         if stage not in lock:
             continue
         e = lock[stage]
-        shared = stage == "xor"
+        shared = stage in SHARED
         mine = own_paths(name)
         entries[stage] = {
             "cmd": e.get("cmd"),
-            "deps": {d["path"]: d.get("md5") for d in e.get("deps") or []},
+            "deps": {d["path"]: d.get("md5") for d in e.get("deps") or []
+                     if not shared or _own_dep(d["path"], mine)},
             "params": {f: {k: v for k, v in ps.items()
-                           if not shared or not k.startswith("variants.") or k == f"variants.{name}"}
+                           if not shared or not k.startswith("variants.") or k.split(".")[1] == name}
                        for f, ps in (e.get("params") or {}).items()},
             "outs": {o["path"]: o.get("md5") for o in e.get("outs") or [] if not shared or o["path"] in mine},
         }

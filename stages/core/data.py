@@ -33,7 +33,7 @@ from stages.core.files import sha256_file
 
 def rerun(name: str) -> str:
     """What to run to rebuild dataset ``name``."""
-    return f"run `dvc repro generate-{name}`"
+    return f"run `dvc repro generate` (it writes {name})"
 # padded(): gather through one vectorized index up to this length; longer rows are copied
 # one slice each, which avoids (k, T) index arrays of tens of millions of entries.
 _VECTOR_MAX_LEN = 4096

@@ -84,7 +84,7 @@ def index_page(inputs: Inputs, study: Study | None = None) -> str:
             "sequences says nothing about a run of 200 zeros. The structured buckets test such "
             "inputs (single needles up to length 1,000,000, sparse and dense bits, long runs, "
             "periodic patterns, and every sequence of length 1–20); a certificate "
-            "(`certify-VARIANT`, stages/certify/) proves a net right on every sequence of every "
+            "(stage `certify`, stages/certify/) proves a net right on every sequence of every "
             "length, or says why it cannot.\n",
             tables.correctness_markdown(inputs),
             _figure("accuracy_vs_length.png"),

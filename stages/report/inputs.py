@@ -132,7 +132,7 @@ def load_inputs(params: Params, artifacts: Path) -> Inputs:
         by_length = _csv(_under(artifacts, paths.eval_plot(name)), BY_LENGTH_COLUMNS, eval_by)
         metrics = metrics | _json(_under(artifacts, paths.eval_detail(name)), eval_by)  # n, interval, confusion
         certificate = _json(_under(artifacts, paths.certificate(name)),
-                            f"the certify stage writes it (run `dvc repro certify-{name}`)")
+                            "the certify stage writes it (run `dvc repro certify`)")
         run = ParityRun(name, v, _json(_under(artifacts, paths.train_metrics(name)), train_by),
                         metrics, by_length, history, certificate)
         run.group, run.settings = group_of(params, name), settings_diff(params, name)
