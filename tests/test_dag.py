@@ -88,8 +88,9 @@ def test_a_stale_dvc_yaml_is_refused(tmp_path: Path) -> None:
 
 
 def test_prune_forgets_removed_stages_and_outputs_a_shared_stage_dropped(tmp_path: Path, monkeypatch) -> None:
-    """Removing xor_b from params: the xor stage stays but xor_b's files and .gitignore line go;
-    a removed stage loses its dvc.lock entry and outputs; what current stages write stays."""
+    """Removing xor_b from params: the xor stage stays but xor_b's files and .gitignore line go,
+    and its dvc.lock entry too (DVC would not see the outputs it lost: it must run again); a
+    removed stage loses its dvc.lock entry and outputs; what current stages write stays."""
     from stages.commands.repro import prune
 
     monkeypatch.chdir(tmp_path)
@@ -107,4 +108,4 @@ def test_prune_forgets_removed_stages_and_outputs_a_shared_stage_dropped(tmp_pat
     assert sorted(str(p) for p in tmp_path.rglob("*") if p.is_file()) == sorted(
         str(tmp_path / p) for p in ("m/xor_a", "m/.gitignore", "t/keep.json", "dvc.lock"))
     assert Path("m/.gitignore").read_text() == "/xor_a\n"
-    assert list(yaml.safe_load(Path("dvc.lock").read_text())["stages"]) == ["xor"]
+    assert list(yaml.safe_load(Path("dvc.lock").read_text())["stages"]) == []

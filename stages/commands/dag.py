@@ -341,7 +341,8 @@ def check_stage(stage: str, params_path: str = "params.yaml", dvc_yaml: str = "d
     if not ours(stage):
         return  # a stage of the user's own (a sweep, say): not ours to judge
     try:
-        written = yaml.safe_load(Path(dvc_yaml).read_text())["stages"].get(stage)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~40x faster on this ~50 kB file
+        written = yaml.load(Path(dvc_yaml).read_text(), Loader=loader)["stages"].get(stage)
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
         return  # not our dvc.yaml: nothing to compare
     if _normal(pipeline(*read(params_path))["stages"].get(stage)) != _normal(written):
