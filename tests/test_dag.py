@@ -88,9 +88,9 @@ def test_a_stale_dvc_yaml_is_refused(tmp_path: Path) -> None:
 
 
 def test_prune_forgets_removed_stages_and_outputs_a_shared_stage_dropped(tmp_path: Path, monkeypatch) -> None:
-    """Removing xor_b from params: the xor stage stays but xor_b's files and .gitignore line go,
-    and its dvc.lock entry too (DVC would not see the outputs it lost: it must run again); a
-    removed stage loses its dvc.lock entry and outputs; what current stages write stays."""
+    """Removing xor_b from params: the xor stage stays but xor_b's files, .gitignore line,
+    params key and outputs in dvc.lock go; a removed stage loses its dvc.lock entry and
+    outputs; what current stages write stays."""
     from stages.commands.repro import prune
 
     monkeypatch.chdir(tmp_path)
@@ -100,12 +100,15 @@ def test_prune_forgets_removed_stages_and_outputs_a_shared_stage_dropped(tmp_pat
     Path("m/.gitignore").write_text("/xor_a\n/xor_b\n/lstm2\n")
     outs = lambda *paths: [{"path": p, "md5": "0"} for p in paths]  # noqa: E731
     Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
-        "xor": {"cmd": "x", "outs": outs("m/xor_a", "m/xor_b", "t/xor_b.json")},
+        "xor": {"cmd": "x", "params": {"params.yaml": {"variants.xor_a": 1, "variants.xor_b": 2}},
+                "outs": outs("m/xor_a", "m/xor_b", "t/xor_b.json")},
         "train-lstm2": {"cmd": "x", "outs": outs("m/lstm2", "t/keep.json")},
     }}))
-    current = {"xor": {"outs": ["m/xor_a"]}, "report": {"metrics": [{"t/keep.json": {"cache": False}}]}}
+    current = {"xor": {"params": ["variants.xor_a"], "outs": ["m/xor_a"]},
+               "report": {"metrics": [{"t/keep.json": {"cache": False}}]}}
     assert prune(current) == (["train-lstm2"], ["m/xor_b", "t/xor_b.json"])
     assert sorted(str(p) for p in tmp_path.rglob("*") if p.is_file()) == sorted(
         str(tmp_path / p) for p in ("m/xor_a", "m/.gitignore", "t/keep.json", "dvc.lock"))
     assert Path("m/.gitignore").read_text() == "/xor_a\n"
-    assert list(yaml.safe_load(Path("dvc.lock").read_text())["stages"]) == []
+    assert yaml.safe_load(Path("dvc.lock").read_text())["stages"] == {
+        "xor": {"cmd": "x", "params": {"params.yaml": {"variants.xor_a": 1}}, "outs": outs("m/xor_a")}}

@@ -80,9 +80,10 @@ def prune(stages: dict[str, Any], lock: Path = Path("dvc.lock")) -> tuple[list[s
 
     A stage not in ``stages`` loses its dvc.lock entry; every output dvc.lock records that
     no current stage writes is deleted: those of dropped stages, and those a shared stage
-    (``xor``, ``certify``: one output set per variant) no longer declares. Such a shared stage
-    loses its entry too, so it runs again: DVC does not see a dependency, parameter or output
-    taken out of a stage as a change, and its dvc.lock entry would keep naming them.
+    (``xor``, ``certify``: one output set per variant) no longer declares. Such a stage's
+    entry also drops the deps and params keys it no longer declares (DVC does not see one taken
+    out of a stage as a change, and would keep naming them): what a rerun would record, since
+    each variant's outputs there depend only on that variant's inputs.
     """
     if not lock.is_file():
         return [], []
@@ -107,13 +108,28 @@ def prune(stages: dict[str, Any], lock: Path = Path("dvc.lock")) -> tuple[list[s
             _unignore(path)
             if name in stages:
                 stale.append(out["path"])
-    for name in [*gone, *gone_too]:
+    for name in gone:
         del entries[name]
+    for name in gone_too:
+        _forget_undeclared(entries[name], stages[name])
     if gone or gone_too:
         from stages.core.files import write_text
 
         write_text(lock, yaml.safe_dump(doc, sort_keys=False))
     return gone, stale
+
+
+def _forget_undeclared(entry: dict[str, Any], stage: dict[str, Any]) -> None:
+    """Drop from a dvc.lock entry the deps, params keys and outputs its dvc.yaml stage no longer declares."""
+    outs = set(upstream_outputs({"s": stage}))
+    entry["deps"] = [d for d in entry.get("deps", []) if d["path"] in stage.get("deps", [])]
+    entry["outs"] = [o for o in entry.get("outs", []) if o["path"] in outs]
+    keys = set(stage.get("params", []))
+    for file, values in (entry.get("params") or {}).items():
+        entry["params"][file] = {k: v for k, v in values.items() if k in keys}
+    for part in ("deps", "outs", "params"):
+        if not entry.get(part):
+            entry.pop(part, None)
 
 
 def _unignore(path: Path) -> None:
