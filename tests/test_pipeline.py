@@ -34,8 +34,8 @@ def stage_env(repo: Path) -> dict[str, str]:
     }
 
 
-def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=stage_env(cwd), capture_output=True, text=True)
+def sh(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=stage_env(cwd) | (env or {}), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -263,8 +263,8 @@ def test_sigterm_to_parallel_repro_stops_its_stages(repo: Path) -> None:
     params["training"].update(max_steps=1_000_000, patience=0, eval_every=10)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     before = _output_hashes(repo)
-    proc = subprocess.Popen([sys.executable, "-m", "stages", "repro", "-j", "2"],
-                            cwd=repo, env=stage_env(repo), text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "stages", "repro", "-j", "2"],  # with the stages' own runs
+                            cwd=repo, env=stage_env(repo) | {"PARITYLAB_STAGE_RUNS": "1"}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         for line in proc.stdout:  # wait until a stage is really training
@@ -374,20 +374,27 @@ def test_a_bucket_edit_reruns_only_its_readers(repo: Path) -> None:
 
 @pytest.mark.slow
 def test_one_repro_shares_one_repro_id(repo: Path) -> None:
-    """Every MLflow run that one `python -m stages repro` makes carries the same repro id."""
+    """Every MLflow run that one `python -m stages repro` makes carries the same repro id: its
+    result runs, and with PARITYLAB_STAGE_RUNS=1 its stages' runs too (by default they log none)."""
     from mlflow import MlflowClient
 
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name("parity")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["training"]["lr"] = 0.02  # reruns every parity train stage (lstm, gru, seeds-lstm)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
     try:
-        sh(sys.executable, "-m", "stages", "repro", "-j", "2", cwd=repo)
-        client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
-        exp = client.get_experiment_by_name("parity")
-        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time DESC"], max_results=3)
-        ids = {r.data.tags.get("paritylab.repro_id") for r in runs}
-        assert len(ids) == 1 and next(iter(ids)).startswith("repro-"), ids
-        assert {r.data.tags.get("paritylab.variant") for r in runs} == {"lstm", "gru", "seeds-lstm"}
+        for lr, stage_runs in ((0.02, "0"), (0.03, "1")):  # reruns every parity train stage
+            params["training"]["lr"] = lr
+            (repo / "params.yaml").write_text(yaml.safe_dump(params))
+            sh(sys.executable, "-m", "stages", "repro", "-j", "2", cwd=repo, env={"PARITYLAB_STAGE_RUNS": stage_runs})
+            [latest] = client.search_runs([exp.experiment_id], "tags.paritylab.kind = 'result'",
+                                          order_by=["attributes.start_time DESC"], max_results=1)
+            repro_id = latest.data.tags["paritylab.repro_id"]
+            assert repro_id.startswith("repro-")
+            runs = client.search_runs([exp.experiment_id], f"tags.paritylab.repro_id = '{repro_id}'")
+            assert all(r.info.status == "FINISHED" for r in runs)
+            kinds = {(r.data.tags.get("paritylab.kind", "stage"), r.data.tags["paritylab.variant"]) for r in runs}
+            results = {("result", "lstm"), ("result", "gru")}
+            stages = {("stage", "lstm"), ("stage", "gru"), ("stage", "seeds-lstm")}
+            assert kinds == (results | stages if stage_runs == "1" else results), kinds
     finally:
         _restore(repo)

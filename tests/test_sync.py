@@ -26,6 +26,7 @@ VARIANT = "lstm"
 BUCKETS = ("train", "val", "len_50_100", "len_200")
 OUTS = {  # stage -> {output file: content}, as the stages write them (numbers made up)
     "train": {"artifacts/train/lstm.json": {"steps": 60, "val_accuracy": 1.0},
+              "artifacts/models/lstm/model.pt": "weights", "artifacts/models/lstm/config.json": {"hidden_size": 4},
               "artifacts/train/lstm.csv": "step,train_loss,val_accuracy,probe_accuracy\n30,0.6,0.9,\n60,0.1,1.0,1.0\n"},
     "evaluate": {"artifacts/metrics/lstm.json": {"accuracy": {"len_50_100": 1.0, "len_200": 0.95}},
                  "artifacts/plots/lstm.csv": "length,accuracy,count\n50,1.0,30\n100,1.0,20\n200,0.95,20\n"},
@@ -113,6 +114,24 @@ def test_sync_records_a_variant_once(ws: Path) -> None:
         "len_200": (hashlib.sha256(b"len_200").hexdigest()[:32], "evaluation"),
     }
     assert sync.main() == [] and len(result_runs(uri)) == 1
+
+
+def test_result_run_holds_what_rerun_needs(ws: Path) -> None:
+    """params.json (the params document), the data and model sha256 tags, the model files."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    (run_id,) = sync.main()
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    assert tags["paritylab.model_sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert {k: v for k, v in tags.items() if k.startswith("data.sha256.")} == {
+        f"data.sha256.{b}": hashlib.sha256(b.encode()).hexdigest() for b in BUCKETS}
+    doc = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/params.json")
+    assert doc == yaml.safe_load((ws / "params.yaml").read_text())
+    models = {f.path for f in client.list_artifacts(run_id, "artifacts/models/lstm")}
+    assert models == {"artifacts/models/lstm/model.pt", "artifacts/models/lstm/config.json"}
 
 
 def test_store_other_than_sqlite_is_asked_through_mlflow(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -373,6 +373,54 @@ def test_rerun_checks_the_commit(tmp_path: Path) -> None:
     (tmp_path / "code.py").write_text("x = 2\n")
     with pytest.raises(UserError, match=r"uncommitted changes \(code\.py\)"):
         rerun.check_commit("r1", tags, tmp_path)
+    git("checkout", "-q", "code.py")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "results")  # params and outputs only
+    rerun.check_commit("r1", tags, tmp_path)  # HEAD is not the run's commit, but its source is
+    (tmp_path / "code.py").write_text("x = 3\n")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "code")
+    with pytest.raises(UserError, match=rf"trained at commit {head[:12]} .*, which differs in code\.py; "):
+        rerun.check_commit("r1", tags, tmp_path)
+
+
+MUTED = """
+import sys
+from stages import tracking
+assert tracking.check_store() is None
+with tracking.tracked_run("parity", "v", "train", {"a": 1}, data_hashes={"train": "a" * 64}) as run_id:
+    assert run_id is None
+    tracking.log_metrics({"train/loss": 0.5}, 3)
+    tracking.log_summary({"accuracy": 1.0})
+    tracking.log_seed_table([{"seed": 0, "x": 1}])
+    tracking.log_artifact(sys.argv[1])
+    tracking.set_model_hash("b" * 64)
+    assert tracking.log_torch_model(object(), None) is None
+    assert tracking.log_keras_model(object(), None) is None
+assert tracking.find_run("parity", "v", "b" * 64) is None
+print(sorted(m for m in ("mlflow", "sqlalchemy") if m in sys.modules))
+"""
+
+
+def test_stage_runs_off_open_no_store_and_log_nothing(tmp_path: Path) -> None:
+    """PARITYLAB_STAGE_RUNS=0 (`make repro`): a stage's tracking calls neither import mlflow nor
+    create the store; the same calls with stage runs on do both (the control)."""
+    db = tmp_path / "mlflow.db"
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONPATH": str(ROOT)}
+    off = subprocess.run([sys.executable, "-c", MUTED, __file__], env=env | {tracking.STAGE_RUNS: "0"},
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert off.stdout.strip() == "[]" and not db.exists()
+    on = subprocess.run([sys.executable, "-c", MUTED, __file__], env=env | {tracking.STAGE_RUNS: "1"},
+                        cwd=tmp_path, capture_output=True, text=True)
+    assert on.returncode != 0 and 'line 4, in <module>' in on.stderr and db.exists()  # check_store opened it
+
+
+def test_rerun_of_a_result_run_compares_what_both_hold_rounded() -> None:
+    """A result run's metrics come from files (6 significant digits) and hold certify/seeds ones."""
+    rows = rerun.compare_metrics({"acc": 1.0, "loss": 0.123457, "certify/k": 14.0},
+                                 {"acc": 1.0, "loss": 0.12345678, "train_seconds": 2.0}, both_only=True)
+    assert rows == [("acc", 1.0, 1.0, True), ("loss", 0.123457, 0.123457, True)]
+    rows = rerun.compare_metrics({"loss": 0.123457}, {"loss": 0.12346}, both_only=True)
+    assert rows == [("loss", 0.123457, 0.12346, False)]
 
 
 def test_rerun_comparison_table() -> None:
@@ -388,15 +436,13 @@ def test_rerun_comparison_table() -> None:
     assert table[5].split() == ["train_seconds", "3.0", "2.0", "(timing)"]
 
 
-@pytest.mark.slow
-def test_rerun_reproduces_a_real_run(tmp_path: Path) -> None:
-    """`dvc repro train-lstm evaluate-lstm` in a fresh repo, then `rerun` of its run: identical on CPU."""
+def _small_repo(tmp_path: Path):
+    """A fresh git + DVC repository of the project with the small params; -> its shell."""
     import shutil
-
-    import yaml
 
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "TF_CPP_MIN_LOG_LEVEL": "2",
                         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop(tracking.STAGE_RUNS, None)
 
     def sh(*args: str) -> str:
         proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -412,13 +458,46 @@ def test_rerun_reproduces_a_real_run(tmp_path: Path) -> None:
     sh("dvc", "init", "-q")
     sh("git", "add", "-A")
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    return sh
+
+
+def _files(tmp_path: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (tmp_path / "artifacts").rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_rerun_reproduces_a_real_run(tmp_path: Path) -> None:
+    """`dvc repro train-lstm evaluate-lstm` in a fresh repo, then `rerun` of its run: identical on CPU."""
+    import yaml
+
+    sh = _small_repo(tmp_path)
     sh("dvc", "repro", "train-lstm", "evaluate-lstm")
-    c = client(env["MLFLOW_TRACKING_URI"])
+    c = client(f"sqlite:///{tmp_path}/mlflow.db")
     [run] = c.search_runs([c.get_experiment_by_name("parity").experiment_id])
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "artifacts").rglob("*") if p.is_file()}
+    before = _files(tmp_path)
     out = sh(sys.executable, "-m", "stages", "rerun", run.info.run_id)
     assert "reproduced: all" in out and "model file sha256: identical" in out
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["seed"] == 0
-    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "artifacts").rglob("*") if p.is_file()}
-    assert after == before  # run in a temporary worktree: not one file here was rewritten
+    assert _files(tmp_path) == before  # run in a temporary worktree: not one file here was rewritten
     assert sh("git", "worktree", "list").count("\n") == 1  # and the worktree is gone
+
+
+@pytest.mark.slow
+def test_make_repro_records_result_runs_that_rerun(tmp_path: Path) -> None:
+    """`python -m stages repro` logs no stage run; its result runs hold what `rerun` needs, and
+    rerunning lstm's (trained, evaluated, certified, seeds-checked) reproduces its metrics."""
+    sh = _small_repo(tmp_path)
+    sh(sys.executable, "-m", "stages", "repro")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "results")
+    c = client(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = c.get_experiment_by_name("parity").experiment_id
+    runs = {r.info.run_name: r for r in c.search_runs([exp])}
+    assert set(runs) == {"lstm", "gru"} and all(r.data.tags["paritylab.kind"] == "result" for r in runs.values())
+    before = _files(tmp_path)
+    out = sh(sys.executable, "-m", "stages", "rerun", runs["lstm"].info.run_id)
+    assert "reproduced: all" in out and "model file sha256: identical" in out, out
+    assert "eval/accuracy.len_200" in out and "not compared" in out and "seeds/" in out
+    assert _files(tmp_path) == before
+    rerun_run = c.search_runs([exp], f"tags.paritylab.rerun_of = '{runs['lstm'].info.run_id}'")
+    assert len(rerun_run) == 1 and "paritylab.kind" not in rerun_run[0].data.tags

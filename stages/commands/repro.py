@@ -20,7 +20,11 @@ DVC's command line only:
 5. records every result of ``dvc.lock`` that MLflow does not hold yet (``stages sync``), so the
    UI shows them after a fresh clone or ``git pull`` too, where DVC skipped the stages.
 
-Every stage of one run shares ``PARITYLAB_REPRO_ID`` (an MLflow tag). Each child's output
+The stages log no MLflow run of their own (``PARITYLAB_STAGE_RUNS=0`` unless set): the result
+runs of step 5 hold the same settings, metrics, curves, files and data hashes, and `rerun` takes
+them; a stage's own run would cost each of ~45 processes seconds of MLflow start-up. The store
+is checked once, before the first stage. Every stage of one run and the result runs it records
+share ``PARITYLAB_REPRO_ID`` (an MLflow tag). Each child's output
 lines are printed prefixed with its stage. A failing stage stops new starts; running ones
 finish; the exit status is non-zero. SIGTERM or Ctrl-C stop every running stage.
 """
@@ -43,9 +47,11 @@ from typing import Any
 import click
 import yaml
 
+from stages import tracking
 from stages.commands import dag
 from stages.core.errors import UserError
 from stages.core.params import load_params
+from stages.tracking import store
 
 # The dvc beside the running python (the venv's), so it runs stages with the same packages.
 DVC = str(Path(sys.executable).with_name("dvc"))
@@ -312,6 +318,8 @@ def main(jobs: int | None = None, timeout_s: float = 3600.0) -> None:
     if stale:
         click.echo(f"removed {len(stale)} output(s) of variants no longer in params.yaml: {', '.join(stale)}")
     os.environ.setdefault("PARITYLAB_REPRO_ID", f"repro-{uuid.uuid4().hex[:12]}")
+    os.environ.setdefault(tracking.STAGE_RUNS, "0")
+    store.check_store()  # sync writes to it at the end: refuse it now, not after an hour of stages
     roots = changed()
     order, needs = plan(stages, set(roots))
     if order:

@@ -1,6 +1,11 @@
 """`python -m stages rerun RUN_ID`: run an MLflow run's stages again and compare metrics.
 
-The rerun needs what the run was made from: the same git commit (clean working tree),
+RUN_ID is a parity variant's training run (a stage's own run) or its result run (what
+`make repro` records: tag ``paritylab.kind = result``).
+
+The rerun needs what the run was made from: the same git commit (clean working tree; a later
+commit will do when it differs only in params and DVC's outputs and bookkeeping, as a commit
+of `make repro`'s results does),
 the same data files (sha256 recorded per bucket) and the same params, which are rebuilt
 from the run's ``params.json`` artifact into a temporary params file. It then runs
 
@@ -12,6 +17,10 @@ so the workspace is never changed: the committed models and metrics stay as they
 the worktree goes when the rerun ends. The new run (in the same MLflow store) is tagged
 ``paritylab.rerun_of``; old and new metrics are printed side by side. On CPU they must be
 identical; any difference exits with status 1. Only FINISHED runs can be rerun.
+
+A result run's metrics come from the stages' files, rounded to 6 significant digits, and include
+the certificate and seeds check, which rerun does not run: only the metrics both runs hold
+are compared, the new ones rounded the same way; the others are listed.
 """
 
 from __future__ import annotations
@@ -26,9 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stages.core.errors import UserError
-from stages.core.files import sha256_file
-from stages.tracking import P
-from stages.tracking.provenance import dirty_files, git_commit, repo_root
+from stages.core.files import rounded, sha256_file
+from stages.tracking import STAGE_RUNS, P
+from stages.tracking.provenance import dirty_files, git_commit, repo_root, source_changes
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -52,6 +61,9 @@ def load_run(run_id: str) -> Run:
     tags = run.data.tags
     if P + "variant" not in tags or P + "git.commit" not in tags:
         raise UserError(f"run {run_id} was not made by a paritylab stage (no {P}variant or {P}git.commit tag)")
+    if is_result(tags) and (tags.get(P + "problem") != "parity" or P + "model_sha256" not in tags):
+        raise UserError(f"run {run_id} is the result of {tags.get(P + 'dvc_stages', '?')}, not of a parity "
+                        "train stage; rerun takes parity variants (run `dvc repro` for the rest)")
     if not tags.get(P + "dvc_stage", "train").startswith("train"):
         raise UserError(f"run {run_id} was made by {tags[P + 'dvc_stage']}, not by a train stage; nothing to rerun")
     if run.info.status != "FINISHED":
@@ -60,8 +72,14 @@ def load_run(run_id: str) -> Run:
     return run
 
 
+def is_result(tags: Mapping[str, str]) -> bool:
+    """Whether the run is a result run (`stages sync`), not a stage's own run."""
+    return tags.get(P + "kind") == "result"
+
+
 def check_commit(run_id: str, tags: Mapping[str, str], cwd: Path) -> None:
-    """UserError unless the working tree is clean and at the commit the run was trained at."""
+    """UserError unless the working tree is clean and its source is the run's commit's (HEAD is
+    that commit, or one that differs from it only in params, outputs and DVC's bookkeeping)."""
     commit = tags[P + "git.commit"]
     if commit == "none":
         raise UserError(f"run {run_id} was not made in a git work tree; it cannot be rerun")
@@ -71,10 +89,11 @@ def check_commit(run_id: str, tags: Mapping[str, str], cwd: Path) -> None:
             "it cannot be rerun exactly"
         )
     head = git_commit(cwd)
-    if head != commit:
+    if head != commit and (moved := source_changes(commit, cwd)) != []:
+        differ = f", which differs in {' '.join(moved[:5])}" if moved else ""
         raise UserError(
             f"run {run_id} was trained at commit {commit[:12]} but the working tree is at "
-            f"{(head or 'no commit')[:12]}; run `git checkout {commit}` first"
+            f"{(head or 'no commit')[:12]}{differ}; run `git checkout {commit}` first"
         )
     if dirty := dirty_files(cwd):
         raise UserError(f"the working tree has uncommitted changes ({' '.join(dirty)}); commit or stash them first")
@@ -104,11 +123,18 @@ def check_data(run_id: str, tags: Mapping[str, str], cwd: Path) -> None:
 Row = tuple[str, float | None, float | None, bool | None]  # metric, old, new, equal (None: timing)
 
 
-def compare_metrics(old: Mapping[str, float], new: Mapping[str, float]) -> list[Row]:
-    """Rows (metric, old, new, equal) over both runs' metrics; equal is None for timings."""
+def compare_metrics(old: Mapping[str, float], new: Mapping[str, float], *, both_only: bool = False) -> list[Row]:
+    """Rows (metric, old, new, equal) over both runs' metrics; equal is None for timings.
+
+    both_only: only the metrics both hold, the new values rounded as the stages' files round
+    them (the old run is a result run, whose metrics were read from those files).
+    """
     rows = []
-    for key in sorted(set(old) | set(new)):
+    keys = set(old) & set(new) if both_only else set(old) | set(new)
+    for key in sorted(keys):
         a, b = old.get(key), new.get(key)
+        if both_only:
+            b = rounded(b)
         timing = any(w in key for w in TIMING_WORDS)
         rows.append((key, a, b, None if timing else a == b))
     return rows
@@ -169,6 +195,7 @@ def main(run_id: str) -> None:
     tags = run.data.tags
     check_commit(run_id, tags, cwd)
     check_data(run_id, tags, cwd)
+    result = is_result(tags)
     if tags.get(P + "evaluate.git.commit", tags[P + "git.commit"]) != tags[P + "git.commit"]:
         print(f"note: run {run_id} was evaluated at commit {tags[P + 'evaluate.git.commit'][:12]}, "
               f"trained at {tags[P + 'git.commit'][:12]}; both stages now run at the latter", flush=True)
@@ -181,13 +208,18 @@ def main(run_id: str) -> None:
     repro_id = f"rerun-{os.getpid()}-{int(time.time())}"
     from stages.tracking.store import tracking_uri
 
-    env = os.environ | {"PARITYLAB_REPRO_ID": repro_id, "PARITYLAB_RERUN_OF": run_id,
+    env = os.environ | {"PARITYLAB_REPRO_ID": repro_id, "PARITYLAB_RERUN_OF": run_id, STAGE_RUNS: "1",
                         "MLFLOW_TRACKING_URI": tracking_uri()}  # this store, not one in the worktree
-    _run_stages(variant, doc, P + "evaluate.git.commit" in tags, env, cwd)
+    evaluated = f"evaluate-{variant}" in tags.get(P + "dvc_stages", "").split() if result else (
+        P + "evaluate.git.commit" in tags)
+    _run_stages(variant, doc, evaluated, env, cwd)
     new = _new_run(run.info.experiment_id, variant, repro_id)
-    rows = compare_metrics(run.data.metrics, new.data.metrics)
+    rows = compare_metrics(run.data.metrics, new.data.metrics, both_only=result)
     print(f"\nrun {run_id} (old) vs {new.info.run_id} (new), variant {variant}")
     print(format_table(rows))
+    if result and (left := sorted(set(run.data.metrics) - set(new.data.metrics))):
+        print(f"not compared ({len(left)}, from stages rerun does not run or curves it does not log): "
+              f"{', '.join(left[:8])}{' ...' if len(left) > 8 else ''}")
     same_model = tags.get(P + "model_sha256") == new.data.tags.get(P + "model_sha256")
     print(f"model file sha256: {'identical' if same_model else 'DIFFERENT'}")
     differ = [r[0] for r in rows if r[3] is False]

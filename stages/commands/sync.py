@@ -2,13 +2,15 @@
 
 `make repro` runs it last, so after any `make repro` (a fresh clone, a `git pull`, a
 `dvc exp apply`, a no-op) every variant of the current dvc.lock has an MLflow run holding its
-settings, its training, held-out, certificate and seeds-check metrics, its curves, files and
-datasets (stages/tracking/results.py), whatever DVC ran or skipped. A result is identified by
+settings, its training, held-out, certificate and seeds-check metrics, its curves, files,
+model files and datasets (stages/tracking/results.py), whatever DVC ran or skipped, and the
+params document (``params.json``) that `python -m stages rerun` rebuilds it from. A result is identified by
 the variant's dvc.lock entries: the deps, params and outs of its stages (train, evaluate,
 certify, seeds; of the shared ``xor`` stage only what is the variant's), hashed into tag
 ``paritylab.sync_key``. A changed result gets a new run and the old one stays; a second sync
-records nothing and writes nothing. It reads dvc.lock, params.yaml and the small committed
-files, never a model, and DVC never runs it, so it cannot make a `dvc repro` do work.
+records nothing and writes nothing. It reads dvc.lock, params.yaml, the small committed files
+and the model files (copied, hashed, never loaded), and DVC never runs it, so it cannot make a
+`dvc repro` do work.
 
 A variant is skipped, with a line saying why, while dvc.lock does not hold its result: a stage
 missing, a params value that differs from params.yaml, or a file that differs from its hash.
@@ -26,11 +28,15 @@ import yaml
 
 from stages.core import paths
 from stages.core.errors import UserError
+from stages.core.files import sha256_file
 from stages.core.params import Params, SearchVariant, XorVariant, eval_buckets, load_params, resolved_training
 from stages.tracking.inputs import DataRef, data_refs, data_roles, md5_of
 from stages.tracking.results import Result, record_missing
 
-KEY_VERSION = 1  # part of every key: raise it when result runs hold more, to record all anew
+KEY_VERSION = 2  # part of every key: raise it when result runs hold more, to record all anew
+# The file of a variant's model folder whose sha256 is tag paritylab.model_sha256 (as the train
+# stage's own run tags it; `rerun` compares it): the first of these that the folder holds.
+MODEL_FILES = ("model.pt", "model.keras", "study.npz")
 REPORT_PNGS = {"parity": ("accuracy_vs_length.png", "training_curves.png"), "xor-gate": ("xor_epochs.png",)}
 Entries = dict[str, dict[str, Any]]  # stage -> {"cmd", "deps": {path: md5}, "params", "outs": {path: md5}}
 
@@ -46,7 +52,7 @@ def main(params_path: str = "params.yaml", lock_path: str = "dvc.lock") -> list[
         if reason := stale(entries, raw, params, name, params_path):
             click.echo(f"sync: {name} skipped: {reason}; run `make repro`")
         else:
-            results.append(result(params, name, entries))
+            results.append(result(params, name, entries, raw))
     new = record_missing(results)
     held = len(results) - len(new)
     names = f": {', '.join(r.variant for r, _ in new)}" if new else ""
@@ -183,13 +189,27 @@ def settings(params: Params, name: str) -> dict[str, Any]:
     return out
 
 
-def result(params: Params, name: str, entries: Entries) -> Result:
-    """The variant's result as dvc.lock records it (stages/tracking/results.py writes it)."""
+def model_file(name: str) -> Path | None:
+    """The variant's model file (MODEL_FILES), or None while there is none."""
+    return next((f for f in (paths.model_dir(name) / m for m in MODEL_FILES) if f.is_file()), None)
+
+
+def result(params: Params, name: str, entries: Entries, doc: dict[str, Any]) -> Result:
+    """The variant's result as dvc.lock records it (stages/tracking/results.py writes it).
+
+    doc: the params document it was made with (params.yaml as read), saved as ``params.json``.
+    """
     v = params.variants[name]
     problem = "xor-gate" if isinstance(v, XorVariant) else "parity"
     summaries, curves, others = parts(params, name)
     pngs = [paths.REPORT / f for f in REPORT_PNGS[problem]]
-    files = [*(p for p, _ in summaries), *(p for p, _, _ in curves), *others, *pngs]
+    model = model_file(name)
+    folder = sorted(f for f in paths.model_dir(name).glob("*") if f.is_file()) if model else []
+    files = [*(p for p, _ in summaries), *(p for p, _, _ in curves), *others, *pngs, *folder]
+    data = datasets(params, name, entries)
+    tags = {f"data.sha256.{d.name}": d.sha256 for d in data}
+    if model:
+        tags["paritylab.model_sha256"] = sha256_file(model)
     return Result(problem, name, v.family, result_key(entries), list(entries), settings(params, name),
                   [s for s in summaries if s[0].exists()], [c for c in curves if c[0].exists()],
-                  [f for f in files if f.exists()], datasets(params, name, entries))
+                  [f for f in files if f.exists()], data, doc, tags)

@@ -33,7 +33,7 @@ from stages.sweep.plan import CODE_ROOT, Trial, code_fingerprint, plan, trial_ke
 from stages.sweep.report import DEFAULT_COLUMNS, numbers
 from stages.sweep.schema import Sweep, load_sweep
 from stages.sweep.trial import read_outcome
-from stages.tracking import P
+from stages.tracking import STAGE_RUNS, P
 
 PARENTS = "trials/mlflow_parents.json"  # tracking URI -> experiment -> parent run id
 
@@ -118,7 +118,8 @@ def _spec(trial: Trial, out: Path, key: str, data: Path, uri: str, parent: str, 
         "name": trial.name, "dir": str(out / "trials" / trial.name), "variant": trial.variant, "key": key,
         "study": list(trial.study),
         "data": str(data), "code_root": str(CODE_ROOT), "timeout_s": sweep.trial_timeout_s,
-        "env": {"MLFLOW_TRACKING_URI": uri, "PARITYLAB_PARENT_RUN_ID": parent,
+        # Each trial logs its own run, a child of the sweep's (whatever PARITYLAB_STAGE_RUNS says here).
+        "env": {"MLFLOW_TRACKING_URI": uri, "PARITYLAB_PARENT_RUN_ID": parent, STAGE_RUNS: "1",
                 "PARITYLAB_EXTRA_TAGS": json.dumps(tags, sort_keys=True)},
     }
 

@@ -1,6 +1,12 @@
 """MLflow tracking for the stages: one run per variant per `dvc repro`. Records results, never
 decides them: no stage lists tracking code as a dependency, so a change here reruns nothing.
 
+Stage runs can be switched off: with ``PARITYLAB_STAGE_RUNS=0`` (what `make repro` sets) a
+stage opens no store and imports no mlflow; ``tracked_run`` yields None and every logging call
+inside it does nothing. The record is then the result runs that ``python -m stages sync``
+writes from dvc.lock when `make repro` ends (stages/tracking/results.py): one per variant, with
+the same settings, metrics, curves, params.json, data hashes and model files, and rerunnable.
+
 Importing this module does not import mlflow (first use does). A train stage::
 
     tracking.check_store()                           # fail fast, before any training
@@ -35,17 +41,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stages.tracking.models import log_keras_model, log_torch_model
+from stages.tracking import models, store
 from stages.tracking.provenance import params_doc_from_argv, provenance_tags, repo_root
-from stages.tracking.store import check_store, ensure_store, experiment_id, retry, tracking_uri
+from stages.tracking.store import ensure_store, experiment_id, retry, tracking_uri
 
 P = "paritylab."  # prefix of every tag this project sets
 MAX_PARAM = 6000  # MLflow's limit on a param value
+STAGE_RUNS = "PARITYLAB_STAGE_RUNS"  # "0": stages log no run of their own (`make repro` sets it)
+_muted = False  # True inside a tracked_run while stage runs are off: logging calls do nothing
 __all__ = [
-    "check_store", "flatten", "tracked_run", "ending_run", "log_params", "log_metrics", "log_summary", "log_history",
+    "STAGE_RUNS", "stage_runs", "check_store", "flatten", "tracked_run", "ending_run", "log_params",
+    "log_metrics", "log_summary", "log_history",
     "log_seed_table", "log_metrics_json", "log_artifact", "set_model_hash", "find_run",
     "log_torch_model", "log_keras_model", "retry", "tracking_uri", "repo_root",
 ]
+
+
+def stage_runs() -> bool:
+    """Whether stages log MLflow runs of their own: unless ``PARITYLAB_STAGE_RUNS`` is ``0``."""
+    return os.environ.get(STAGE_RUNS, "1") != "0"
+
+
+def check_store() -> str | None:
+    """Refuse a store the stage could not write, before any work (stages/tracking/store.py);
+    -> its URI, or None without opening it (or importing mlflow) when stage runs are off."""
+    return store.check_store() if stage_runs() else None
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -97,7 +117,13 @@ def tracked_run(
 
     End state: FINISHED; KILLED on KeyboardInterrupt (the command line turns SIGTERM into one,
     stages/__main__.py); FAILED on any other exception, which is re-raised.
+
+    With stage runs off (``stage_runs()``) it yields None, touches no store, and every logging
+    call in the block does nothing.
     """
+    if not stage_runs():
+        yield from _muted_block()
+        return
     import mlflow
 
     ensure_store(tracking_uri())
@@ -117,6 +143,15 @@ def tracked_run(
     with ending_run():
         _log_datasets(run_id, doc, dvc_stage, variant, data_hashes, prov["git.commit"])
         yield run_id
+
+
+def _muted_block() -> Iterator[None]:
+    global _muted
+    _muted = True
+    try:
+        yield None
+    finally:
+        _muted = False
 
 
 def _log_datasets(run_id: str, doc: Mapping[str, Any] | None, stage: str, variant: str,
@@ -223,6 +258,8 @@ def _active_run_id() -> str:
 
 def _log_metric_rows(rows: list[tuple[str, float, int]]) -> None:
     """Log (key, value, step) triples in batches of 1,000 (one short transaction each)."""
+    if _muted:
+        return
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
@@ -281,6 +318,8 @@ def log_seed_table(rows: list[Mapping[str, Any]], key: str = "seed") -> None:
 
     Each row's numbers are logged at step = its seed, so the UI plots them against the seed.
     """
+    if _muted:
+        return
     import mlflow
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -301,6 +340,8 @@ def log_metrics_json(path: str | Path, prefix: str = "") -> dict[str, float]:
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Copy a file (or folder) into the active run's artifacts."""
+    if _muted:
+        return
     import mlflow
 
     retry(mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact, str(path), artifact_path)
@@ -308,11 +349,16 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 def set_model_hash(model_sha256: str) -> None:
     """Tag the active run with its saved model file's sha256 (what `find_run` looks up)."""
+    if _muted:
+        return
     _set_tags(_active_run_id(), {P + "model_sha256": model_sha256})
 
 
 def find_run(problem: str, variant: str, model_sha256: str) -> str | None:
-    """Id of the latest run of ``variant`` whose model file has this sha256, or None."""
+    """Id of the latest run of ``variant`` whose model file has this sha256, or None (always
+    None, without opening the store, when stage runs are off)."""
+    if not stage_runs():
+        return None
     from mlflow import MlflowClient
 
     ensure_store(tracking_uri())
@@ -326,3 +372,15 @@ def find_run(problem: str, variant: str, model_sha256: str) -> str | None:
         order_by=["attributes.start_time DESC"], max_results=1,
     )
     return runs[0].info.run_id if runs else None
+
+
+def log_torch_model(module: Any, input_example: Any, **kwargs: Any) -> str | None:
+    """Log a torch module to the active run (stages/tracking/models.py); -> its model URI,
+    or None when stage runs are off."""
+    return None if _muted else models.log_torch_model(module, input_example, **kwargs)
+
+
+def log_keras_model(model: Any, input_example: Any, **kwargs: Any) -> str | None:
+    """Log a Keras model to the active run (stages/tracking/models.py); -> its model URI,
+    or None when stage runs are off."""
+    return None if _muted else models.log_keras_model(model, input_example, **kwargs)

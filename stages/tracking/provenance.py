@@ -24,7 +24,7 @@ EXPS_DIR = "/.dvc/tmp/exps/"  # where `dvc exp run --temp/--queue` copies the wo
 # Files that change during a normal `dvc repro` without changing what is computed:
 # DVC's lock file and the .gitignore files it writes beside its outputs. The params
 # file is excluded too because the fully resolved params are recorded with every run.
-NOT_SOURCE = ("dvc.lock", ".gitignore")
+NOT_SOURCE = ("dvc.lock", "dvc.yaml", ".gitignore")  # DVC's bookkeeping (`make repro` writes dvc.yaml)
 VERSIONED = ("torch", "tensorflow", "keras", "mlflow", "dvc", "numpy")
 
 
@@ -99,20 +99,28 @@ def dirty_files(cwd: str | Path | None = None, params_file: str = "params.yaml")
     out = _git("status", "--porcelain=v1", "-z", "--untracked-files=no", cwd=cwd)
     if out is None:
         return []
-    outputs = dvc_output_patterns(cwd)
-    files = []
+    names = []
     entries = iter(out.split("\0"))
     for entry in entries:
         if len(entry) <= 3:
             continue
         if entry[0] in "RC":  # a rename or copy: the old path follows as its own entry
             next(entries, None)
-        name = entry[3:]
-        if Path(name).name in (*NOT_SOURCE, Path(params_file).name):
-            continue
-        if not any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name, p + "/*") for p in outputs):
-            files.append(name)
-    return files
+        names.append(entry[3:])
+    return _source(names, cwd, params_file)
+
+
+def source_changes(commit: str, cwd: str | Path | None = None, params_file: str = "params.yaml") -> list[str] | None:
+    """Tracked source files that differ between ``commit`` and HEAD (what ``dirty_files`` counts
+    as source); None when git cannot tell (not a work tree, or a commit it does not have)."""
+    out = _git("diff", "--name-only", "--no-renames", "-z", commit, "HEAD", cwd=cwd)
+    return None if out is None else _source([n for n in out.split("\0") if n], cwd, params_file)
+
+
+def _source(names: list[str], cwd: str | Path | None, params_file: str) -> list[str]:
+    outputs = dvc_output_patterns(cwd)
+    return [n for n in names if Path(n).name not in (*NOT_SOURCE, Path(params_file).name)
+            and not any(fnmatch.fnmatch(n, p) or fnmatch.fnmatch(n, p + "/*") for p in outputs)]
 
 
 def package_versions() -> dict[str, str]:

@@ -7,8 +7,10 @@ stages/commands/sync.py) and tagged ``paritylab.kind = result``. It holds the va
 settings as params; its metrics files as metrics under the names the stages log
 (``eval/accuracy.len_200``, ``steps``); its curves against their own step
 (``eval/by_length/accuracy`` at step = sequence length, ``val/accuracy`` at step = optimizer
-step); the files themselves as artifacts, at their paths in the repository; and its datasets
-as MLflow dataset inputs (stages/tracking/datasets.py). A result already recorded is never
+step); the files themselves (the model folder's too) as artifacts, at their paths in the
+repository; its datasets as MLflow dataset inputs (stages/tracking/datasets.py) and tags
+``data.sha256.<bucket>``; the model file's sha256 as tag ``paritylab.model_sha256``; and the
+params document as ``params.json``, so `python -m stages rerun` can remake it. A result already recorded is never
 written again; a result that changed gets a new run and the old one stays.
 
 Importing this module does not import mlflow; finding that there is nothing to record does
@@ -54,6 +56,8 @@ class Result:
     curves: list[tuple[Path, str, str]] = field(default_factory=list)  # CSV, metric prefix, step column
     artifacts: list[Path] = field(default_factory=list)  # logged under their folder's path
     data: list[DataRef] = field(default_factory=list)
+    params_doc: Mapping[str, Any] | None = None  # the params document, artifact params.json (for `rerun`)
+    tags: Mapping[str, str] = field(default_factory=dict)  # data.sha256.<bucket>, paritylab.model_sha256
 
 
 def recorded(keys: Iterable[str]) -> set[str]:
@@ -95,10 +99,12 @@ def record(result: Result, rev: str | None, repo: str | None, tags: dict[str, st
     from stages.tracking.datasets import log_inputs
 
     run = retry(mlflow.start_run, experiment_id=experiment_id(result.problem), run_name=result.variant,
-                tags=tags | _tags(result, rev))
+                tags=tags | dict(result.tags) | _tags(result, rev))
     run_id = run.info.run_id
     with ending_run():
         log_params(result.params)
+        if result.params_doc is not None:
+            retry(mlflow.log_dict, dict(result.params_doc), "params.json", run_id=run_id)
         for path, prefix in result.summaries:
             log_summary(json.loads(path.read_text()), prefix)
         for path, prefix, step in result.curves:
