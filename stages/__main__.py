@@ -103,14 +103,17 @@ def _run(module: str, func: str = "main", /, **kwargs):
     into one line on stderr and exit 2, and SIGINT / SIGTERM into exit 130 / 143 once
     everything was cleaned up."""
     from models.common import ModelError
+    from stages.commands import dag_checked
     from stages.core.errors import UserError
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        if module.startswith("pipeline.") and os.environ.get("DVC_STAGE"):  # run by DVC: trust no stale dvc.yaml
+        params_path = kwargs.get("params_path", "params.yaml")
+        # Run by DVC: trust no stale dvc.yaml, unless `make repro` has just written it.
+        if module.startswith("pipeline.") and os.environ.get("DVC_STAGE") and not dag_checked(params_path):
             from stages.commands.dag import check_stage
 
-            check_stage(os.environ["DVC_STAGE"], kwargs.get("params_path", "params.yaml"))
+            check_stage(os.environ["DVC_STAGE"], params_path)
         return import_module(f"stages.{module}").__dict__[func](**kwargs)
     except (UserError, ModelError) as e:
         click.echo(f"error: {e}", err=True)

@@ -112,3 +112,23 @@ def test_prune_forgets_removed_stages_and_outputs_a_shared_stage_dropped(tmp_pat
     assert Path("m/.gitignore").read_text() == "/xor_a\n"
     assert yaml.safe_load(Path("dvc.lock").read_text())["stages"] == {
         "xor": {"cmd": "x", "params": {"params.yaml": {"variants.xor_a": 1}}, "outs": outs("m/xor_a")}}
+
+
+def test_make_repro_spares_its_stages_the_dvc_yaml_check_while_nothing_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make repro` writes dvc.yaml and sets PARITYLAB_DAG_CHECKED to the fingerprint of it and
+    params.yaml; a stage skips check_stage only while both files still hash to it."""
+    from stages.commands import DAG_CHECKED, dag_checked, dag_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    monkeypatch.delenv(DAG_CHECKED, raising=False)
+    assert not dag_checked()
+    monkeypatch.setenv(DAG_CHECKED, dag_fingerprint())
+    assert dag_checked()
+    (tmp_path / "params.yaml").write_text("seed: 1\n")  # edited while make repro runs
+    assert not dag_checked()
+    monkeypatch.setenv(DAG_CHECKED, dag_fingerprint())
+    (tmp_path / "dvc.yaml").unlink()
+    assert dag_fingerprint() == "" and not dag_checked()

@@ -7,7 +7,8 @@ a stage's command runs and guards every path with a read/write lock. This comman
 DVC's command line only:
 
 0. validates ``params.yaml`` (a bad value stops everything before anything is touched) and
-   writes ``dvc.yaml`` from it (``stages dag``);
+   writes ``dvc.yaml`` from it (``stages dag``); its stages skip checking that dvc.yaml again
+   while neither file changes (``PARITYLAB_DAG_CHECKED``);
 1. forgets the stages of variants or datasets no longer in params.yaml: their ``dvc.lock``
    entries and their outputs go, so nothing stale is left to compare or report;
 2. asks ``dvc status --json`` which stages changed; they and every stage downstream of them
@@ -48,7 +49,7 @@ import click
 import yaml
 
 from stages import tracking
-from stages.commands import dag
+from stages.commands import DAG_CHECKED, dag, dag_fingerprint
 from stages.core.errors import UserError
 from stages.core.params import load_params
 from stages.tracking import store
@@ -311,6 +312,7 @@ def main(jobs: int | None = None, timeout_s: float = 3600.0) -> None:
     jobs = jobs or default_jobs()
     load_params("params.yaml")  # every stage reads it: refuse a bad one before anything is touched
     dag.main()
+    os.environ[DAG_CHECKED] = dag_fingerprint()  # its stages need not check dvc.yaml again
     stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]  # ours and the user's own
     gone, stale = prune(stages)
     if gone:
