@@ -1,10 +1,12 @@
 """`make repro` from an empty cache at two commits, side by side in one run (issue 18's yardstick).
 
-    .venv/bin/python bench/redesign.py OLD_COMMIT NEW_COMMIT [--plain] [--new-params FILE]
+    .venv/bin/python bench/redesign.py OLD_COMMIT NEW_COMMIT [--plain] [--stage-runs] [--new-params FILE]
 
 Each commit is exported (`git archive`) into a temporary folder, made a fresh git + DVC
 repository, and rebuilt with `python -m stages repro` (what its `make repro` runs), with its
-own MLflow store and this venv. ``--plain`` also times one-at-a-time `dvc repro` at each.
+own MLflow store and this venv. ``--plain`` also times one-at-a-time `dvc repro` at each;
+``--stage-runs`` also times the new commit's `make repro` with ``PARITYLAB_STAGE_RUNS=1`` (every
+stage logs its own MLflow run, as the old commit's did; `make repro` now sets it to 0).
 ``--new-params`` replaces the new commit's params.yaml (bench/redesign_params.yaml: the old
 commit's computation in the new schema). Prints seconds, the new/old ratio, the stages and
 the optimizer steps trained at each (the same steps: the same work); writes bench/redesign.json.
@@ -59,9 +61,9 @@ def work(repo: Path) -> dict[str, int]:
     return {"stages": len(lock), "train_steps": steps}
 
 
-def timed(args: list[str], cwd: Path) -> float:
+def timed(args: list[str], cwd: Path, extra: dict[str, str] | None = None) -> float:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db", "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db", "TF_CPP_MIN_LOG_LEVEL": "2", **(extra or {})}
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -74,23 +76,31 @@ def main() -> None:
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--plain", action="store_true", help="also one-at-a-time `dvc repro`")
+    ap.add_argument("--stage-runs", action="store_true", help="also the new make repro with PARITYLAB_STAGE_RUNS=1")
     ap.add_argument("--new-params", type=Path, help="params file for the new commit")
     args = ap.parse_args()
-    runs = {"make_repro_s": [str(BIN / "python"), "-m", "stages", "repro"]}
+    make_repro = [str(BIN / "python"), "-m", "stages", "repro"]
+    runs = {"make_repro_s": (make_repro, {})}
     if args.plain:
-        runs["plain_dvc_repro_s"] = [str(BIN / "dvc"), "repro"]
+        runs["plain_dvc_repro_s"] = ([str(BIN / "dvc"), "repro"], {})
     out: dict[str, dict[str, float]] = {}
     did: dict[str, dict[str, int]] = {}
     for label, commit in (("old", args.old), ("new", args.new)):
-        for key, command in runs.items():
+        todo = dict(runs)
+        if label == "new" and args.stage_runs:
+            todo["make_repro_stage_runs_s"] = (make_repro, {"PARITYLAB_STAGE_RUNS": "1"})
+        for key, (command, extra) in todo.items():
             with tempfile.TemporaryDirectory(prefix=f"paritylab-{label}-") as tmp:
                 export(commit, Path(tmp), args.new_params if label == "new" else None)
-                seconds = timed(command, Path(tmp))
+                seconds = timed(command, Path(tmp), extra)
                 did[label] = work(Path(tmp))
             out.setdefault(key, {})[label] = round(seconds, 1)
             print(f"{label} ({commit[:7]}) {key}: {seconds:.1f} s; {did[label]}", flush=True)
     for key, v in out.items():
-        print(f"{key}: old {v['old']} s, new {v['new']} s, new/old {v['new'] / v['old']:.2f}")
+        if "old" in v:
+            print(f"{key}: old {v['old']} s, new {v['new']} s, new/old {v['new'] / v['old']:.2f}")
+        else:
+            print(f"{key}: new {v['new']} s, new/old make_repro_s {v['new'] / out['make_repro_s']['old']:.2f}")
     (ROOT / "bench" / "redesign.json").write_text(json.dumps(
         {"old": args.old, "new": args.new, "new_params": str(args.new_params or ""), "cpus": os.cpu_count(),
          "work": did, **out}, indent=2) + "\n")
