@@ -61,6 +61,12 @@ def work(repo: Path) -> dict[str, int]:
     return {"stages": len(lock), "train_steps": steps}
 
 
+def rev(commit: str) -> str:
+    """The commit's short hash (HEAD -> 1a2b3c4), as the JSON should name it."""
+    return subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
 def timed(args: list[str], cwd: Path, extra: dict[str, str] | None = None) -> float:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
            "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db", "TF_CPP_MIN_LOG_LEVEL": "2", **(extra or {})}
@@ -102,7 +108,7 @@ def main() -> None:
         else:
             print(f"{key}: new {v['new']} s, new/old make_repro_s {v['new'] / out['make_repro_s']['old']:.2f}")
     (ROOT / "bench" / "redesign.json").write_text(json.dumps(
-        {"old": args.old, "new": args.new, "new_params": str(args.new_params or ""), "cpus": os.cpu_count(),
+        {"old": rev(args.old), "new": rev(args.new), "new_params": str(args.new_params or ""), "cpus": os.cpu_count(),
          "work": did, **out}, indent=2) + "\n")
 
 
