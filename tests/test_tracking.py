@@ -501,3 +501,29 @@ def test_make_repro_records_result_runs_that_rerun(tmp_path: Path) -> None:
     assert _files(tmp_path) == before
     rerun_run = c.search_runs([exp], f"tags.paritylab.rerun_of = '{runs['lstm'].info.run_id}'")
     assert len(rerun_run) == 1 and "paritylab.kind" not in rerun_run[0].data.tags
+
+
+def test_a_dataset_inserted_by_a_parallel_run_first_is_retried() -> None:
+    """Two sweep trials starting together insert the same new dataset; the later insert fails
+    on the unique key (seen through an MLflow server on PostgreSQL) and succeeds when retried."""
+    from mlflow.exceptions import MlflowException
+
+    from stages.tracking.datasets import retry_insert_race
+
+    calls = []
+
+    def racing() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("(psycopg2.errors.UniqueViolation) duplicate key value violates unique "
+                                  'constraint "uq_dataset"')
+        return "logged"
+
+    assert retry_insert_race(racing) == "logged" and len(calls) == 2
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        retry_insert_race(lambda: (_ for _ in ()).throw(MlflowException("RESOURCE_DOES_NOT_EXIST")))
+    calls.clear()
+    with pytest.raises(MlflowException, match="UNIQUE constraint failed"):
+        retry_insert_race(lambda: calls.append(1) or (_ for _ in ()).throw(
+            MlflowException("UNIQUE constraint failed: datasets")), attempts=3)
+    assert len(calls) == 3
