@@ -508,8 +508,6 @@ def test_a_dataset_inserted_by_a_parallel_run_first_is_retried() -> None:
     on the unique key (seen through an MLflow server on PostgreSQL) and succeeds when retried."""
     from mlflow.exceptions import MlflowException
 
-    from stages.tracking.datasets import retry_insert_race
-
     calls = []
 
     def racing() -> str:
@@ -519,11 +517,18 @@ def test_a_dataset_inserted_by_a_parallel_run_first_is_retried() -> None:
                                   'constraint "uq_dataset"')
         return "logged"
 
-    assert retry_insert_race(racing) == "logged" and len(calls) == 2
+    def raising(message: str):
+        def call() -> None:
+            calls.append(1)
+            raise MlflowException(message)
+        return call
+
+    assert store.retry(racing, races=store.INSERT_RACE) == "logged" and len(calls) == 2
+    calls.clear()
     with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
-        retry_insert_race(lambda: (_ for _ in ()).throw(MlflowException("RESOURCE_DOES_NOT_EXIST")))
+        store.retry(raising("RESOURCE_DOES_NOT_EXIST"), races=store.INSERT_RACE)
+    assert len(calls) == 1
     calls.clear()
     with pytest.raises(MlflowException, match="UNIQUE constraint failed"):
-        retry_insert_race(lambda: calls.append(1) or (_ for _ in ()).throw(
-            MlflowException("UNIQUE constraint failed: datasets")), attempts=3)
+        store.retry(raising("UNIQUE constraint failed: datasets"), races=store.INSERT_RACE, attempts=3)
     assert len(calls) == 3

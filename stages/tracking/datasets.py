@@ -13,8 +13,7 @@ Importing this module imports mlflow (the tracking package imports it on first u
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from mlflow import MlflowClient
@@ -25,12 +24,9 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from stages.tracking.inputs import DataRef
-from stages.tracking.store import retry
+from stages.tracking.store import INSERT_RACE, retry
 
 DIGEST_CHARS = 32  # of the sha256's 64 hex digits; MLflow stores at most 36
-# What a store answers when two runs insert the same new dataset at once (PostgreSQL, SQLite):
-# MLflow looks a dataset up, then inserts it, so the later insert fails; once retried, it is found.
-_INSERT_RACE = ("duplicate key value violates unique constraint", "UniqueViolation", "UNIQUE constraint failed")
 
 
 class DvcDatasetSource(DatasetSource):
@@ -99,17 +95,5 @@ def log_inputs(run_id: str, refs: Iterable[DataRef], rev: str | None, repo: str 
     """Log ``refs`` as the run's dataset inputs, their sources at git commit ``rev`` of ``repo``."""
     inputs = [dataset_input(ref, rev, repo) for ref in refs]
     if inputs:
-        retry_insert_race(lambda: retry(MlflowClient().log_inputs, run_id, datasets=inputs))
-
-
-def retry_insert_race(call: Callable[[], Any], attempts: int = 4) -> Any:
-    """``call()``, again (up to ``attempts`` in all) while the store says another run inserted the
-    same dataset first (parallel sweep trials starting together); any other error is raised."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except Exception as e:
-            if attempt == attempts - 1 or not any(s in str(e) for s in _INSERT_RACE):
-                raise
-            time.sleep(0.1 * (attempt + 1))
-    raise AssertionError("unreachable")
+        # Parallel sweep trials starting together insert the same new dataset: retried, it is found.
+        retry(MlflowClient().log_inputs, run_id, datasets=inputs, races=INSERT_RACE)

@@ -34,6 +34,9 @@ PROBLEMS = ("parity", "xor-gate")  # one MLflow experiment per problem
 KIND = ("mlflow.experimentKind", "custom_model_development")
 _ready: set[str] = set()  # URIs whose store this process has already prepared
 _LOCKED = ("database is locked", "database table is locked")
+# What a store answers when two runs insert the same new row at once (PostgreSQL, SQLite): MLflow
+# looks a dataset up, then inserts it, so the later insert fails; retried, the row is found.
+INSERT_RACE = ("duplicate key value violates unique constraint", "UniqueViolation", "UNIQUE constraint failed")
 _jitter = random.Random()  # never touch the global RNG: training is seeded
 # Seconds to wait for another process's write lock on a SQLite store before giving up with one
 # line (environment variable PARITYLAB_STORE_WAIT_S). Stages hold it for milliseconds at a time;
@@ -273,18 +276,23 @@ def experiment_id(problem: str) -> str:
     return exp.experiment_id
 
 
-def retry(fn: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: Any) -> T:
+def retry(fn: Callable[..., T], *args: Any, attempts: int = 12, races: tuple[str, ...] = (), **kwargs: Any) -> T:
     """Call ``fn``; while SQLite says the database is locked, back off and retry.
 
     MLflow already sets a 20 s busy timeout; what remains are lock upgrades SQLite refuses
     at once (two writers in deferred transactions), which only a retry resolves. A lock that
     outlasts store_wait_s() (plus the call under way) is a UserError naming the store.
+    races: messages of errors a retry also resolves (another process did the same write first,
+    e.g. INSERT_RACE); the last one is raised as it is.
     """
     delay, start = 0.05, time.monotonic()
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
+            if any(s in str(e) for s in races) and attempt < attempts - 1:
+                time.sleep(delay * (1 + _jitter.random()))
+                continue
             if not any(s in str(e) for s in _LOCKED):
                 raise
             waited = time.monotonic() - start
