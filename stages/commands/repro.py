@@ -48,11 +48,10 @@ from typing import Any
 import click
 import yaml
 
-from stages import tracking
 from stages.commands import DAG_CHECKED, dag, dag_fingerprint
 from stages.core.errors import UserError
 from stages.core.params import load_params
-from stages.tracking import store
+from stages.tracking import STAGE_RUNS, store
 
 # The dvc beside the running python (the venv's), so it runs stages with the same packages.
 DVC = str(Path(sys.executable).with_name("dvc"))
@@ -320,7 +319,7 @@ def main(jobs: int | None = None, timeout_s: float = 3600.0) -> None:
     if stale:
         click.echo(f"removed {len(stale)} output(s) of variants no longer in params.yaml: {', '.join(stale)}")
     os.environ.setdefault("PARITYLAB_REPRO_ID", f"repro-{uuid.uuid4().hex[:12]}")
-    os.environ.setdefault(tracking.STAGE_RUNS, "0")
+    os.environ.setdefault(STAGE_RUNS, "0")
     store.check_store()  # sync writes to it at the end: refuse it now, not after an hour of stages
     roots = changed()
     order, needs = plan(stages, set(roots))

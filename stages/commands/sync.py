@@ -34,9 +34,6 @@ from stages.tracking.inputs import DataRef, data_refs, data_roles, md5_of
 from stages.tracking.results import Result, record_missing
 
 KEY_VERSION = 2  # part of every key: raise it when result runs hold more, to record all anew
-# The file of a variant's model folder whose sha256 is tag paritylab.model_sha256 (as the train
-# stage's own run tags it; `rerun` compares it): the first of these that the folder holds.
-MODEL_FILES = ("model.pt", "model.keras", "study.npz")
 REPORT_PNGS = {"parity": ("accuracy_vs_length.png", "training_curves.png"), "xor-gate": ("xor_epochs.png",)}
 Entries = dict[str, dict[str, Any]]  # stage -> {"cmd", "deps": {path: md5}, "params", "outs": {path: md5}}
 
@@ -189,9 +186,14 @@ def settings(params: Params, name: str) -> dict[str, Any]:
     return out
 
 
-def model_file(name: str) -> Path | None:
-    """The variant's model file (MODEL_FILES), or None while there is none."""
-    return next((f for f in (paths.model_dir(name) / m for m in MODEL_FILES) if f.is_file()), None)
+def model_file(params: Params, name: str) -> Path:
+    """The file whose sha256 the variant's train (or xor) stage run tags ``paritylab.model_sha256``."""
+    from models.xor_mlp.study import STUDY_FILE
+    from stages.pipeline import certify
+
+    if isinstance(params.variants[name], XorVariant):
+        return paths.model_dir(name) / STUDY_FILE
+    return certify.model_file(params, name)
 
 
 def result(params: Params, name: str, entries: Entries, doc: dict[str, Any]) -> Result:
@@ -203,13 +205,10 @@ def result(params: Params, name: str, entries: Entries, doc: dict[str, Any]) -> 
     problem = "xor-gate" if isinstance(v, XorVariant) else "parity"
     summaries, curves, others = parts(params, name)
     pngs = [paths.REPORT / f for f in REPORT_PNGS[problem]]
-    model = model_file(name)
-    folder = sorted(f for f in paths.model_dir(name).glob("*") if f.is_file()) if model else []
+    model = model_file(params, name)
+    folder = sorted(f for f in model.parent.glob("*") if f.is_file()) if model.is_file() else []
     files = [*(p for p, _ in summaries), *(p for p, _, _ in curves), *others, *pngs, *folder]
-    data = datasets(params, name, entries)
-    tags = {f"data.sha256.{d.name}": d.sha256 for d in data}
-    if model:
-        tags["paritylab.model_sha256"] = sha256_file(model)
     return Result(problem, name, v.family, result_key(entries), list(entries), settings(params, name),
                   [s for s in summaries if s[0].exists()], [c for c in curves if c[0].exists()],
-                  [f for f in files if f.exists()], data, doc, tags)
+                  [f for f in files if f.exists()], datasets(params, name, entries), doc,
+                  sha256_file(model) if model.is_file() else None)

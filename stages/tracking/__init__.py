@@ -50,11 +50,16 @@ MAX_PARAM = 6000  # MLflow's limit on a param value
 STAGE_RUNS = "PARITYLAB_STAGE_RUNS"  # "0": stages log no run of their own (`make repro` sets it)
 _muted = False  # True inside a tracked_run while stage runs are off: logging calls do nothing
 __all__ = [
-    "STAGE_RUNS", "stage_runs", "check_store", "flatten", "tracked_run", "ending_run", "log_params",
+    "STAGE_RUNS", "stage_runs", "check_store", "data_tags", "flatten", "tracked_run", "ending_run", "log_params",
     "log_metrics", "log_summary", "log_history",
     "log_seed_table", "log_metrics_json", "log_artifact", "set_model_hash", "find_run",
     "log_torch_model", "log_keras_model", "retry", "tracking_uri", "repo_root",
 ]
+
+
+def data_tags(hashes: Mapping[str, str]) -> dict[str, str]:
+    """Bucket -> sha256 as the run tags ``data.sha256.<bucket>`` (what `rerun` checks the data by)."""
+    return {f"data.sha256.{b}": h for b, h in hashes.items()}
 
 
 def stage_runs() -> bool:
@@ -130,16 +135,16 @@ def tracked_run(
     short, _, _ = stage.partition("-")
     dvc_stage = stage if "-" in stage else f"{stage}-{variant}"
     prov = provenance_tags(dvc_stage)
-    data_tags = {f"data.sha256.{b}": h for b, h in data_hashes.items()}
+    tags = data_tags(data_hashes)
     values = _param_values(params)
     doc = params_doc if params_doc is not None else params_doc_from_argv()
     if resume_run_id is None:
         family = family or next((values[k] for k in ("model.family", "variant.family", "family") if k in values), "")
-        run_id = _new_run(problem, variant, family, prov | data_tags, values)
+        run_id = _new_run(problem, variant, family, prov | tags, values)
         if doc is not None:
             retry(mlflow.log_dict, dict(doc), "params.json", run_id=run_id)
     else:
-        run_id = _resume_run(resume_run_id, short, prov, data_tags, values)
+        run_id = _resume_run(resume_run_id, short, prov, tags, values)
     with ending_run():
         _log_datasets(run_id, doc, dvc_stage, variant, data_hashes, prov["git.commit"])
         yield run_id

@@ -21,10 +21,11 @@ import psutil
 import yaml
 
 EXPS_DIR = "/.dvc/tmp/exps/"  # where `dvc exp run --temp/--queue` copies the workspace
-# Files that change during a normal `dvc repro` without changing what is computed:
-# DVC's lock file and the .gitignore files it writes beside its outputs. The params
-# file is excluded too because the fully resolved params are recorded with every run.
-NOT_SOURCE = ("dvc.lock", "dvc.yaml", ".gitignore")  # DVC's bookkeeping (`make repro` writes dvc.yaml)
+# Files that change during a normal `make repro` without changing what is computed:
+# DVC's lock file, the .gitignore files it writes beside its outputs, and dvc.yaml (written
+# from params.yaml and the code by `stages dag`). The params file is excluded too because
+# the fully resolved params are recorded with every run.
+NOT_SOURCE = ("dvc.lock", "dvc.yaml", ".gitignore")
 VERSIONED = ("torch", "tensorflow", "keras", "mlflow", "dvc", "numpy")
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.tracking import P, ending_run, log_artifact, log_history, log_params, log_summary
+from stages.tracking import P, data_tags, ending_run, log_artifact, log_history, log_params, log_summary
 from stages.tracking.inputs import DataRef
 from stages.tracking.provenance import git_commit, git_remote, provenance_tags, repo_root
 from stages.tracking.store import (
@@ -57,7 +57,7 @@ class Result:
     artifacts: list[Path] = field(default_factory=list)  # logged under their folder's path
     data: list[DataRef] = field(default_factory=list)
     params_doc: Mapping[str, Any] | None = None  # the params document, artifact params.json (for `rerun`)
-    tags: Mapping[str, str] = field(default_factory=dict)  # data.sha256.<bucket>, paritylab.model_sha256
+    model_sha256: str | None = None  # of the model file: tag paritylab.model_sha256 (for `rerun`)
 
 
 def recorded(keys: Iterable[str]) -> set[str]:
@@ -99,7 +99,7 @@ def record(result: Result, rev: str | None, repo: str | None, tags: dict[str, st
     from stages.tracking.datasets import log_inputs
 
     run = retry(mlflow.start_run, experiment_id=experiment_id(result.problem), run_name=result.variant,
-                tags=tags | dict(result.tags) | _tags(result, rev))
+                tags=tags | _tags(result, rev))
     run_id = run.info.run_id
     with ending_run():
         log_params(result.params)
@@ -117,7 +117,8 @@ def record(result: Result, rev: str | None, repo: str | None, tags: dict[str, st
 
 def _tags(result: Result, rev: str | None) -> dict[str, str]:
     stages = " ".join(result.stages)
-    return {
+    model = {P + "model_sha256": result.model_sha256} if result.model_sha256 else {}
+    return data_tags({d.name: d.sha256 for d in result.data}) | model | {
         P + "problem": result.problem, P + "variant": result.variant, P + "family": result.family,
         KEY_TAG: result.key, KIND_TAG[0]: KIND_TAG[1], P + "dvc_stages": stages,
         P + "git.commit": rev or "none", "mlflow.source.git.commit": rev or "none",
